@@ -1,0 +1,1 @@
+"""Pieces every process shares: settings, logging, database and broker connections."""

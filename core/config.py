@@ -1,0 +1,120 @@
+"""The one configuration of every process, read from the environment (prefix ``ALATAU_``).
+
+``DATABASE_URL`` and ``MQTT_URL`` are also read without the prefix, the names operators expect.
+Nested sections use ``__``: ``ALATAU_INGEST__BATCH_SIZE=2000``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "postgresql://alatau@127.0.0.1:55432/alatau"
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:18830"
+
+
+class MqttEndpoint(BaseModel):
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+def parse_mqtt_url(url: str) -> MqttEndpoint:
+    """``mqtt://user:pass@host:port`` or ``mqtts://...``; fails fast on anything else."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"mqtt", "mqtts", "tcp", "ssl"}:
+        raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"MQTT URL has no host: {url!r}")
+    tls = parts.scheme in {"mqtts", "ssl"}
+    return MqttEndpoint(
+        host=parts.hostname,
+        port=parts.port or (8883 if tls else 1883),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        tls=tls,
+    )
+
+
+class DatabaseSettings(BaseModel):
+    pool_min_size: int = Field(default=1, ge=1)
+    pool_max_size: int = Field(default=10, ge=1)
+    command_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class IngestSettings(BaseModel):
+    client_id: str = Field(default="alatau-ingest-1", description="fixed per replica")
+    share_group: str = "ingest"
+    batch_size: int = Field(default=5000, ge=1, description="readings per database write")
+    flush_interval_s: float = Field(default=0.2, gt=0, description="longest a reading waits")
+    max_unacked: int = Field(default=20_000, ge=1, description="messages received, not yet acked")
+    max_payload_bytes: int = Field(default=256 * 1024, ge=64)
+    late_window_s: float = Field(default=7 * 86_400, gt=0, description="oldest accepted reading")
+    session_expiry_s: int = Field(default=86_400, ge=0)
+    unknown_device_recheck_s: float = Field(default=5.0, ge=0)
+    retry_initial_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=10.0, gt=0)
+    metrics_port: int | None = Field(default=None, description="Prometheus exporter port")
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_page_size: int = Field(default=10_000, ge=1)
+    default_page_size: int = Field(default=1000, ge=1)
+    max_buckets: int = Field(default=10_000, ge=1)
+
+
+class SimulatorSettings(BaseModel):
+    api_url: str = "http://127.0.0.1:8000"
+    client_id_prefix: str = "alatau-sim"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ALATAU_", env_nested_delimiter="__", extra="ignore", populate_by_name=True
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+    log_format: Literal["console", "json"] = "console"
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        validation_alias=AliasChoices("ALATAU_DATABASE_URL", "DATABASE_URL", "database_url"),
+    )
+    mqtt_url: str = Field(
+        default=DEFAULT_MQTT_URL,
+        validation_alias=AliasChoices("ALATAU_MQTT_URL", "MQTT_URL", "mqtt_url"),
+    )
+    database: DatabaseSettings = DatabaseSettings()
+    ingest: IngestSettings = IngestSettings()
+    api: ApiSettings = ApiSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url_parses(cls, value: str) -> str:
+        parse_mqtt_url(value)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_postgres(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"postgres", "postgresql"}:
+            raise ValueError("DATABASE_URL must be a postgresql:// URL")
+        return value
+
+    @property
+    def mqtt(self) -> MqttEndpoint:
+        return parse_mqtt_url(self.mqtt_url)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,47 @@
+"""gmqtt clients built the same way by every process: MQTT 5, credentials from the URL,
+reconnecting forever with a bounded delay."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import gmqtt
+from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS, MQTTv50
+
+from core.config import MqttEndpoint
+
+RECONNECT_DELAY_S = 2
+
+
+def make_client(
+    endpoint: MqttEndpoint,
+    client_id: str,
+    *,
+    clean_session: bool = True,
+    ack_after_handler: bool = False,
+    will: gmqtt.Message | None = None,
+    **connect_properties: Any,
+) -> gmqtt.Client:
+    """A client that reconnects by itself; ``ack_after_handler`` defers each PUBACK until the
+    ``on_message`` coroutine returns, so a message is acknowledged only once it is handled."""
+    client = gmqtt.Client(
+        client_id,
+        clean_session=clean_session,
+        optimistic_acknowledgement=not ack_after_handler,
+        will_message=will,
+        **connect_properties,
+    )
+    if endpoint.username is not None:
+        client.set_auth_credentials(endpoint.username, endpoint.password)
+    client.set_config(
+        {"reconnect_retries": UNLIMITED_RECONNECTS, "reconnect_delay": RECONNECT_DELAY_S}
+    )
+    return client
+
+
+async def connect(client: gmqtt.Client, endpoint: MqttEndpoint, keepalive: int = 30) -> None:
+    tls: ssl.SSLContext | bool = ssl.create_default_context() if endpoint.tls else False
+    await client.connect(
+        endpoint.host, endpoint.port, ssl=tls, keepalive=keepalive, version=MQTTv50
+    )

@@ -1,0 +1,1 @@
+"""Device registry and the reading contract shared by ingest, api and simulators."""

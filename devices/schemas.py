@@ -1,0 +1,122 @@
+"""Pydantic models of the reading contract and of the device registry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+    model_validator,
+)
+
+from devices.contract import DEVICE_ID_PATTERN, METRICS, District, Kind, Metric
+
+_MAX_EPOCH_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """Accept RFC 3339 with an offset, or integer epoch milliseconds; nothing else."""
+    if isinstance(value, bool):
+        raise ValueError("ts must be an RFC 3339 string or integer epoch milliseconds")
+    if isinstance(value, int):
+        if not 0 <= value <= _MAX_EPOCH_MS:
+            raise ValueError("ts epoch milliseconds out of range")
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("ts is not an RFC 3339 timestamp") from None
+        if parsed.tzinfo is None:
+            raise ValueError("ts needs a UTC offset (RFC 3339)")
+        return parsed.astimezone(UTC)
+    raise ValueError("ts must be an RFC 3339 string or integer epoch milliseconds")
+
+
+Timestamp = Annotated[datetime, BeforeValidator(parse_timestamp)]
+
+
+class ReadingBase(BaseModel):
+    """Fields every reading has; the metric fields are added per kind from the contract."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    ts: Timestamp
+
+    @model_validator(mode="after")
+    def _has_a_metric(self) -> ReadingBase:
+        if all(getattr(self, name) is None for name in type(self).metric_fields()):
+            raise ValueError("a reading needs at least one metric of its kind")
+        return self
+
+    @classmethod
+    def metric_fields(cls) -> tuple[str, ...]:
+        return tuple(name for name in cls.model_fields if name != "ts")
+
+
+def _metric_field(metric: Metric) -> tuple[Any, Any]:
+    python_type: type = int if metric.integer else float
+    return (
+        python_type | None,
+        Field(
+            default=None,
+            ge=metric.minimum,
+            le=metric.maximum,
+            description=f"{metric.description} ({metric.unit})" if metric.unit else metric.description,
+        ),
+    )
+
+
+def _reading_model(kind: Kind) -> type[ReadingBase]:
+    fields = {metric.name: _metric_field(metric) for metric in METRICS[kind]}
+    model: type[ReadingBase] = create_model(  # type: ignore[call-overload]
+        f"{kind.value.capitalize()}Reading",
+        __base__=ReadingBase,
+        __doc__=f"One {kind.value} reading as published by a device.",
+        **fields,
+    )
+    return model
+
+
+READING_MODELS: Final[dict[Kind, type[ReadingBase]]] = {kind: _reading_model(kind) for kind in Kind}
+TrafficReading: Final = READING_MODELS[Kind.TRAFFIC]
+EnergyReading: Final = READING_MODELS[Kind.ENERGY]
+AirReading: Final = READING_MODELS[Kind.AIR]
+
+
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, examples=["gate-air-001"])]
+
+
+class Location(BaseModel):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class DeviceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: DeviceId
+    kind: Kind
+    district: District
+    location: Location | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    enabled: bool = True
+
+
+
+
+class Device(BaseModel):
+    device_id: str
+    kind: Kind
+    district: District
+    location: Location | None
+    metadata: dict[str, Any]
+    enabled: bool
+    status: str = Field(description="online, offline or unknown (from the device's status topic)")
+    last_seen: datetime | None = Field(description="arrival time of the newest stored reading")
+    created_at: datetime

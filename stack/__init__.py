@@ -1,0 +1,1 @@
+"""Local development stack: private TimescaleDB and Mosquitto instances, and ``make run``."""
