@@ -57,6 +57,7 @@ class IngestSettings(BaseModel):
     max_payload_bytes: int = Field(default=256 * 1024, ge=64)
     late_window_s: float = Field(default=7 * 86_400, gt=0, description="oldest accepted reading")
     session_expiry_s: int = Field(default=86_400, ge=0)
+    device_refresh_s: float = Field(default=10.0, gt=0, description="registry re-read period")
     unknown_device_recheck_s: float = Field(default=5.0, ge=0)
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)

@@ -43,3 +43,7 @@ async def create_pool(
     )
     assert pool is not None  # create_pool returns None only when awaited lazily
     return pool
+
+
+# What repositories accept: a bare connection, or one borrowed from a pool.
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy

@@ -45,3 +45,9 @@ async def connect(client: gmqtt.Client, endpoint: MqttEndpoint, keepalive: int =
     await client.connect(
         endpoint.host, endpoint.port, ssl=tls, keepalive=keepalive, version=MQTTv50
     )
+
+
+async def wait_published(client: gmqtt.Client) -> None:
+    """Wait until the broker has acknowledged every QoS 1 message this client published."""
+    # gmqtt keeps unacknowledged outgoing messages in its storage and offers no public wait.
+    await client._persistent_storage.wait_empty()

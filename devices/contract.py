@@ -51,20 +51,43 @@ _AIR_POLLUTANT_MAX: Final = 5000.0
 
 METRICS: Final[dict[Kind, tuple[Metric, ...]]] = {
     Kind.TRAFFIC: (
-        Metric("vehicle_count", "vehicles", "vehicles counted since the previous reading",
-               integer=True, minimum=0, maximum=100_000),
+        Metric(
+            "vehicle_count",
+            "vehicles",
+            "vehicles counted since the previous reading",
+            integer=True,
+            minimum=0,
+            maximum=100_000,
+        ),
         Metric("interval_s", "s", "length of the counting window", minimum=0, maximum=86_400),
         Metric("avg_speed_kmh", "km/h", "average speed over the window", minimum=0, maximum=250),
-        Metric("occupancy_pct", "%", "share of time the detector was occupied",
-               minimum=0, maximum=100),
-        Metric("heavy_vehicle_count", "vehicles", "heavy vehicles counted in the window",
-               integer=True, minimum=0, maximum=100_000),
+        Metric(
+            "occupancy_pct", "%", "share of time the detector was occupied", minimum=0, maximum=100
+        ),
+        Metric(
+            "heavy_vehicle_count",
+            "vehicles",
+            "heavy vehicles counted in the window",
+            integer=True,
+            minimum=0,
+            maximum=100_000,
+        ),
     ),
     Kind.ENERGY: (
-        Metric("energy_kwh", "kWh", "cumulative meter register (grows except on a meter reset)",
-               minimum=0, maximum=1e12),
-        Metric("power_kw", "kW", "active power (negative when exporting)",
-               minimum=-100_000, maximum=100_000),
+        Metric(
+            "energy_kwh",
+            "kWh",
+            "cumulative meter register (grows except on a meter reset)",
+            minimum=0,
+            maximum=1e12,
+        ),
+        Metric(
+            "power_kw",
+            "kW",
+            "active power (negative when exporting)",
+            minimum=-100_000,
+            maximum=100_000,
+        ),
         Metric("voltage_v", "V", "RMS voltage", minimum=0, maximum=1000),
         Metric("current_a", "A", "RMS current", minimum=0, maximum=100_000),
         Metric("power_factor", "", "power factor", minimum=-1, maximum=1),

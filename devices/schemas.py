@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
 from pydantic import (
@@ -17,6 +17,7 @@ from pydantic import (
 from devices.contract import DEVICE_ID_PATTERN, METRICS, District, Kind, Metric
 
 _MAX_EPOCH_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -26,7 +27,7 @@ def parse_timestamp(value: Any) -> datetime:
     if isinstance(value, int):
         if not 0 <= value <= _MAX_EPOCH_MS:
             raise ValueError("ts epoch milliseconds out of range")
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        return _EPOCH + timedelta(milliseconds=value)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
@@ -67,7 +68,9 @@ def _metric_field(metric: Metric) -> tuple[Any, Any]:
             default=None,
             ge=metric.minimum,
             le=metric.maximum,
-            description=f"{metric.description} ({metric.unit})" if metric.unit else metric.description,
+            description=f"{metric.description} ({metric.unit})"
+            if metric.unit
+            else metric.description,
         ),
     )
 
@@ -106,8 +109,6 @@ class DeviceCreate(BaseModel):
     location: Location | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     enabled: bool = True
-
-
 
 
 class Device(BaseModel):

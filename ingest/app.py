@@ -1,0 +1,52 @@
+"""Ingest's resources, opened in order and closed in reverse: pool, service, MQTT consumer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+
+from core.config import Settings
+from core.db import create_pool
+from ingest import repository
+from ingest.consumer import MqttConsumer
+from ingest.service import IngestService
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class RunningIngest:
+    service: IngestService
+    consumer: MqttConsumer
+
+
+@asynccontextmanager
+async def running_ingest(settings: Settings) -> AsyncIterator[RunningIngest]:
+    """Run one ingest replica for the duration of the block.
+
+    On exit the consumer stays connected while the last batch is written, so those messages are
+    acknowledged; anything that arrives later stays with the broker for the next session.
+    """
+    pool = await create_pool(settings, "ingest", init=repository.prepare_connection)
+    try:
+        service = IngestService(pool, settings.ingest)
+        flusher = asyncio.create_task(service.run(), name="ingest-flusher")
+        consumer = MqttConsumer(settings, service)
+        try:
+            await consumer.start()
+            log.info("ingest running", client_id=settings.ingest.client_id)
+            yield RunningIngest(service, consumer)
+        finally:
+            service.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(flusher), timeout=30)
+            except TimeoutError:
+                flusher.cancel()
+            await consumer.stop()
+            log.info("ingest stopped", **vars(service.totals))
+    finally:
+        await pool.close()

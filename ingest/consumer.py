@@ -1,0 +1,109 @@
+"""The MQTT side of ingest: a persistent session on a shared subscription, each message
+acknowledged only when the service says it is stored or rejected."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import gmqtt
+import structlog
+
+from core.config import Settings
+from core.mqtt import connect, make_client
+from devices.contract import TOPIC_ROOT, Kind, is_valid_device_id
+from devices.contract import utc_now as now
+from ingest import metrics
+from ingest.parser import parse_message
+from ingest.service import IngestService
+
+log = structlog.get_logger(__name__)
+
+PUBACK_SUCCESS: Final = 0
+# MQTT 5 caps Receive Maximum at 65,535 unacknowledged messages per session.
+_RECEIVE_MAXIMUM_CAP: Final = 65_535
+_STATUSES: Final = frozenset({"online", "offline"})
+
+
+def telemetry_subscription(share_group: str) -> str:
+    return f"$share/{share_group}/{TOPIC_ROOT}/+/+/telemetry"
+
+
+def status_subscription(share_group: str) -> str:
+    return f"$share/{share_group}/{TOPIC_ROOT}/+/+/status"
+
+
+class MqttConsumer:
+    """Feeds MQTT messages to the ingest service; the broker holds back whatever is unacked."""
+
+    def __init__(self, settings: Settings, service: IngestService) -> None:
+        self._settings = settings
+        self._service = service
+        ingest = settings.ingest
+        self._late_window = timedelta(seconds=ingest.late_window_s)
+        self.client = make_client(
+            settings.mqtt,
+            ingest.client_id,
+            clean_session=False,
+            ack_after_handler=True,
+            session_expiry_interval=ingest.session_expiry_s,
+            receive_maximum=min(ingest.max_unacked, _RECEIVE_MAXIMUM_CAP),
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.connected = asyncio.Event()
+
+    async def start(self) -> None:
+        await connect(self.client, self._settings.mqtt)
+
+    async def stop(self) -> None:
+        await self.client.disconnect()
+
+    def _on_connect(self, client: gmqtt.Client, session_present: int, rc: int, props: Any) -> None:
+        group = self._settings.ingest.share_group
+        if not client.subscriptions:
+            client.subscribe(
+                [
+                    gmqtt.Subscription(telemetry_subscription(group), qos=1),
+                    gmqtt.Subscription(status_subscription(group), qos=1),
+                ]
+            )
+        elif not session_present:
+            # The broker forgot our session (it expired): ask again for what we had.
+            for subscription in client.subscriptions:
+                client.resubscribe(subscription)
+        log.info("connected to the broker", session_present=bool(session_present))
+        self.connected.set()
+
+    def _on_disconnect(self, client: gmqtt.Client, packet: Any, exc: Any = None) -> None:
+        self.connected.clear()
+        log.warning("disconnected from the broker; reconnecting", error=repr(exc) if exc else None)
+
+    async def _on_message(
+        self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, properties: Any
+    ) -> int:
+        received_at = now()
+        if topic.endswith("/status"):
+            await self._on_status(topic, payload, received_at)
+            return PUBACK_SUCCESS
+        message = parse_message(
+            topic,
+            payload,
+            received_at,
+            max_payload_bytes=self._settings.ingest.max_payload_bytes,
+            late_window=self._late_window,
+        )
+        metrics.MESSAGES_RECEIVED.labels(message.kind.value if message.kind else "none").inc()
+        await self._service.submit(message)
+        return PUBACK_SUCCESS
+
+    async def _on_status(self, topic: str, payload: bytes, received_at: datetime) -> None:
+        parts = topic.split("/")
+        status = payload.decode("utf-8", errors="replace").strip().lower()
+        kind = {k.value: k for k in Kind}.get(parts[1]) if len(parts) == 4 else None
+        if kind is None or not is_valid_device_id(parts[2]) or status not in _STATUSES:
+            log.warning("ignored a malformed status message", topic=topic, payload=status[:64])
+            return
+        await self._service.record_status(kind, parts[2], status, received_at)

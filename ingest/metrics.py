@@ -1,0 +1,36 @@
+"""Prometheus metrics of ingest."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_RECEIVED: Final = Counter(
+    "alatau_ingest_messages_received_total", "MQTT messages received", ["kind"]
+)
+READINGS_STORED: Final = Counter(
+    "alatau_ingest_readings_stored_total", "readings inserted into the database", ["kind"]
+)
+READINGS_DUPLICATE: Final = Counter(
+    "alatau_ingest_readings_duplicate_total",
+    "readings already stored (same device and ts)",
+    ["kind"],
+)
+READINGS_REJECTED: Final = Counter(
+    "alatau_ingest_readings_rejected_total", "readings refused, by reason", ["reason"]
+)
+BATCH_SIZE: Final = Histogram(
+    "alatau_ingest_batch_readings",
+    "readings per database write",
+    buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000),
+)
+COMMIT_SECONDS: Final = Histogram(
+    "alatau_ingest_commit_seconds",
+    "time to write and commit one batch",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+UNACKED: Final = Gauge("alatau_ingest_unacked_messages", "messages received and not yet acked")
+DB_RETRIES: Final = Counter(
+    "alatau_ingest_db_retries_total", "batch writes retried after an outage"
+)

@@ -1,0 +1,169 @@
+"""Turns one MQTT message into rows and rejections. Pure: no I/O, so it can be fuzzed."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import orjson
+from pydantic import ValidationError
+
+from devices.contract import (
+    FUTURE_TOLERANCE,
+    MAX_BATCH_READINGS,
+    TOPIC_ROOT,
+    Kind,
+    is_valid_device_id,
+    metric_names,
+)
+from devices.schemas import READING_MODELS
+from ingest.schemas import ParsedMessage, Reason, Rejection
+
+_KINDS: Final = {kind.value: kind for kind in Kind}
+_METRIC_NAMES: Final = {kind: metric_names(kind) for kind in Kind}
+
+# When a reading breaks several rules, the reason reported is the first of these that applies.
+_REASON_ORDER: Final = (
+    Reason.UNKNOWN_FIELD,
+    Reason.MISSING_FIELD,
+    Reason.INVALID_TIMESTAMP,
+    Reason.WRONG_TYPE,
+    Reason.OUT_OF_RANGE,
+    Reason.NO_METRICS,
+)
+_RANGE_ERRORS: Final = frozenset(
+    {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+)
+
+
+def parse_topic(topic: str) -> tuple[Kind, str] | None:
+    """``alatau/{kind}/{device_id}/telemetry`` to (kind, device_id), or None if it is not one."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != TOPIC_ROOT or parts[3] != "telemetry":
+        return None
+    kind = _KINDS.get(parts[1])
+    if kind is None or not is_valid_device_id(parts[2]):
+        return None
+    return kind, parts[2]
+
+
+def _classify(error: ValidationError) -> tuple[Reason, str]:
+    found: list[Reason] = []
+    details = []
+    for item in error.errors(include_url=False, include_input=False):
+        location = ".".join(str(part) for part in item["loc"]) or "reading"
+        details.append(f"{location}: {item['msg']}")
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            found.append(Reason.UNKNOWN_FIELD)
+        elif kind == "missing":
+            found.append(Reason.MISSING_FIELD)
+        elif item["loc"] == ("ts",):
+            found.append(Reason.INVALID_TIMESTAMP)
+        elif kind in _RANGE_ERRORS:
+            found.append(Reason.OUT_OF_RANGE)
+        elif not item["loc"]:
+            found.append(Reason.NO_METRICS)
+        else:
+            found.append(Reason.WRONG_TYPE)
+    reason = min(found, key=_REASON_ORDER.index) if found else Reason.WRONG_TYPE
+    return reason, "; ".join(details)
+
+
+def parse_message(
+    topic: str,
+    payload: bytes,
+    received_at: datetime,
+    *,
+    max_payload_bytes: int,
+    late_window: timedelta,
+) -> ParsedMessage:
+    """Validate a telemetry message; a bad reading inside an array rejects only itself."""
+    target = parse_topic(topic)
+    kind, device_id = target if target is not None else (None, None)
+    message = ParsedMessage(topic, payload, received_at, kind, device_id)
+    if kind is None or device_id is None:
+        message.reject_all(Reason.INVALID_TOPIC, f"topic {topic!r} is not a telemetry topic")
+        return message
+    if len(payload) > max_payload_bytes:
+        message.reject_all(
+            Reason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes; the limit is {max_payload_bytes}"
+        )
+        return message
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError as utf8_error:
+            message.reject_all(Reason.NOT_UTF8, str(utf8_error))
+        else:
+            message.reject_all(Reason.INVALID_JSON, str(exc))
+        return message
+
+    if isinstance(document, dict):
+        message.rows = []
+        _add_reading(
+            message, kind, device_id, document, raw=payload, late_window=late_window, is_batch=False
+        )
+        return message
+    if not isinstance(document, list):
+        message.reject_all(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(document).__name__}")
+        return message
+    if not document:
+        message.reject_all(Reason.EMPTY_BATCH, "the array holds no reading")
+        return message
+    if len(document) > MAX_BATCH_READINGS:
+        message.reject_all(
+            Reason.BATCH_TOO_LARGE,
+            f"{len(document)} readings; at most {MAX_BATCH_READINGS} per message",
+        )
+        return message
+    for element in document:
+        _add_reading(
+            message, kind, device_id, element, raw=None, late_window=late_window, is_batch=True
+        )
+    return message
+
+
+def _add_reading(
+    message: ParsedMessage,
+    kind: Kind,
+    device_id: str,
+    element: Any,
+    *,
+    raw: bytes | None,
+    late_window: timedelta,
+    is_batch: bool,
+) -> None:
+    def reject(reason: Reason, detail: str) -> None:
+        message.rejections.append(
+            Rejection(
+                message.received_at,
+                message.topic,
+                kind.value,
+                device_id,
+                reason,
+                detail,
+                raw if raw is not None else orjson.dumps(element),
+            )
+        )
+
+    if not isinstance(element, dict):
+        where = "array element" if is_batch else "payload"
+        reject(Reason.NOT_AN_OBJECT, f"{where} is a JSON {type(element).__name__}")
+        return
+    try:
+        reading = READING_MODELS[kind].model_validate(element)
+    except ValidationError as exc:
+        reject(*_classify(exc))
+        return
+    ts: datetime = reading.ts
+    if ts > message.received_at + FUTURE_TOLERANCE:
+        reject(Reason.FUTURE_TIMESTAMP, f"ts {ts.isoformat()} is ahead of the server clock")
+        return
+    if ts < message.received_at - late_window:
+        reject(Reason.TOO_OLD, f"ts {ts.isoformat()} is older than {late_window}")
+        return
+    values = [getattr(reading, name) for name in _METRIC_NAMES[kind]]
+    message.rows.append((device_id, ts, message.received_at, *values))

@@ -1,0 +1,94 @@
+"""All of ingest's SQL: staging tables, COPY, deduplicating inserts, rejections, device state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Final, NamedTuple
+
+from core.db import Connection
+from devices.contract import Kind, metric_names, readings_table
+from ingest.schemas import REJECTION_COLUMNS
+
+_COLUMNS: Final = {kind: ("device_id", "ts", "received_at", *metric_names(kind)) for kind in Kind}
+
+
+def _staging_table(kind: Kind) -> str:
+    return f"ingest_stage_{kind.value}"
+
+
+def _insert_from_stage_sql(kind: Kind) -> str:
+    columns = ", ".join(_COLUMNS[kind])
+    return (
+        f"INSERT INTO {readings_table(kind)} ({columns}) "
+        f"SELECT {columns} FROM {_staging_table(kind)} "
+        "ON CONFLICT (device_id, ts) DO NOTHING"
+    )
+
+
+_INSERT_FROM_STAGE: Final = {kind: _insert_from_stage_sql(kind) for kind in Kind}
+
+
+async def prepare_connection(conn: Connection) -> None:
+    """Per-connection staging tables; rows vanish at commit, so a batch never sees another's."""
+    for kind in Kind:
+        await conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_staging_table(kind)} "
+            f"(LIKE {readings_table(kind)} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+
+
+class DeviceState(NamedTuple):
+    kind: Kind
+    enabled: bool
+
+
+async def load_devices(
+    conn: Connection, device_ids: Sequence[str] | None = None
+) -> dict[str, DeviceState]:
+    if device_ids is None:
+        rows = await conn.fetch("SELECT device_id, kind, enabled FROM devices")
+    else:
+        rows = await conn.fetch(
+            "SELECT device_id, kind, enabled FROM devices WHERE device_id = ANY($1::text[])",
+            list(device_ids),
+        )
+    return {row["device_id"]: DeviceState(Kind(row["kind"]), row["enabled"]) for row in rows}
+
+
+async def store_readings(conn: Connection, kind: Kind, rows: Sequence[tuple[Any, ...]]) -> int:
+    """COPY into the staging table, then insert what is new; returns how many rows were new."""
+    await conn.copy_records_to_table(_staging_table(kind), records=rows, columns=_COLUMNS[kind])
+    status = await conn.execute(_INSERT_FROM_STAGE[kind])
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def store_rejections(conn: Connection, records: Iterable[tuple[Any, ...]]) -> None:
+    await conn.copy_records_to_table(
+        "ingest_rejections", records=list(records), columns=REJECTION_COLUMNS
+    )
+
+
+async def touch_devices(conn: Connection, device_ids: Sequence[str]) -> None:
+    """Mark devices as seen now. Rows are locked in id order so replicas touching the same
+    devices queue behind each other instead of deadlocking."""
+    await conn.execute(
+        "WITH locked AS (SELECT device_id FROM devices WHERE device_id = ANY($1::text[])"
+        " ORDER BY device_id FOR UPDATE)"
+        " UPDATE devices AS d SET last_seen = now() FROM locked"
+        " WHERE d.device_id = locked.device_id AND (d.last_seen IS NULL OR d.last_seen < now())",
+        list(device_ids),
+    )
+
+
+async def set_device_status(
+    conn: Connection, device_id: str, kind: Kind, status: str, at: datetime
+) -> bool:
+    result = await conn.execute(
+        "UPDATE devices SET status = $3, updated_at = $4 WHERE device_id = $1 AND kind = $2",
+        device_id,
+        kind.value,
+        status,
+        at,
+    )
+    return result != "UPDATE 0"

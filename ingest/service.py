@@ -1,0 +1,257 @@
+"""Batches parsed messages, writes each batch in one transaction, and only then lets the
+consumer acknowledge them: a crash anywhere before the commit leaves them with the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import asyncpg
+import structlog
+
+from core.config import IngestSettings
+from core.db import Connection
+from devices.contract import Kind
+from ingest import metrics, repository
+from ingest.repository import DeviceState
+from ingest.schemas import FlushResult, ParsedMessage, Reason
+
+log = structlog.get_logger(__name__)
+
+# Failures that say the database is away, not that it refused our data: retry the same batch.
+TRANSIENT_ERRORS: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+
+
+@dataclass
+class Totals:
+    received: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+class IngestService:
+    """Collects messages into batches by size or age and writes them with COPY."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: IngestSettings) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._pending: list[tuple[ParsedMessage, asyncio.Future[None]]] = []
+        self._pending_readings = 0
+        self._oldest_at = 0.0
+        self._has_items = asyncio.Event()
+        self._full = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._devices: dict[str, DeviceState] = {}
+        self._devices_loaded_at = float("-inf")
+        self._unknown_checked_at: dict[str, float] = {}
+        self.totals = Totals()
+
+    async def submit(self, message: ParsedMessage) -> None:
+        """Queue a message and wait until it is durably stored or durably rejected."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self._pending:
+            self._oldest_at = time.monotonic()
+            self._has_items.set()
+        self._pending.append((message, future))
+        self._pending_readings += message.size
+        metrics.UNACKED.inc()
+        if self._pending_readings >= self._settings.batch_size:
+            self._full.set()
+        try:
+            await future
+        finally:
+            metrics.UNACKED.dec()
+
+    async def run(self) -> None:
+        """Flush batches until ``close`` is called; then write what is left and return."""
+        while not self._closing.is_set():
+            await _first_of(self._has_items, self._closing)
+            deadline = self._oldest_at + self._settings.flush_interval_s
+            while self._pending_readings < self._settings.batch_size and not self._closing.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._full.clear()
+                try:
+                    await asyncio.wait_for(_first_of(self._full, self._closing), remaining)
+                except TimeoutError:
+                    break
+            await self.flush()
+        await self.flush()
+
+    def close(self) -> None:
+        """Ask ``run`` to finish: the batch being written completes, the rest is flushed once."""
+        self._closing.set()
+
+    async def flush(self) -> FlushResult | None:
+        """Write everything pending now; used by the loop and on shutdown."""
+        batch = self._take()
+        if not batch:
+            return None
+        messages = [message for message, _ in batch]
+        try:
+            result = await self._write_with_retry(messages)
+        except BaseException:
+            # Cancelled mid-write (shutdown): the messages stay unacknowledged at the broker.
+            for _, future in batch:
+                future.cancel()
+            raise
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+        return result
+
+    def _take(self) -> list[tuple[ParsedMessage, asyncio.Future[None]]]:
+        batch, self._pending = self._pending, []
+        self._pending_readings = 0
+        self._has_items.clear()
+        self._full.clear()
+        return batch
+
+    async def _write_with_retry(self, messages: list[ParsedMessage]) -> FlushResult:
+        delay = self._settings.retry_initial_s
+        while True:
+            try:
+                return await self._write(messages)
+            except TRANSIENT_ERRORS as exc:
+                metrics.DB_RETRIES.inc()
+                log.warning(
+                    "database unavailable, batch kept unacknowledged",
+                    error=repr(exc),
+                    messages=len(messages),
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.retry_max_s)
+            except asyncpg.PostgresError as exc:
+                if len(messages) == 1:
+                    message = messages[0]
+                    log.error("database refused a message", error=repr(exc), topic=message.topic)
+                    message.reject_all(Reason.STORAGE_ERROR, f"{type(exc).__name__}: {exc}")
+                    continue
+                # One message the database refuses must not sink the others: write them apart.
+                log.warning(
+                    "database refused a batch, writing messages one by one", error=repr(exc)
+                )
+                results = [await self._write_with_retry([message]) for message in messages]
+                return FlushResult(
+                    received=sum(r.received for r in results),
+                    inserted=sum(r.inserted for r in results),
+                    duplicates=sum(r.duplicates for r in results),
+                    rejected=sum(r.rejected for r in results),
+                )
+
+    async def _write(self, messages: Sequence[ParsedMessage]) -> FlushResult:
+        started = time.perf_counter()
+        async with self._pool.acquire() as conn:
+            await self._check_devices(conn, messages)
+            rows_by_kind: dict[Kind, list[tuple[Any, ...]]] = {}
+            rejections = []
+            seen: set[str] = set()
+            for message in messages:
+                if message.rows and message.kind is not None and message.device_id is not None:
+                    rows_by_kind.setdefault(message.kind, []).extend(message.rows)
+                    seen.add(message.device_id)
+                rejections.extend(message.rejections)
+            received = sum(len(rows) for rows in rows_by_kind.values())
+            inserted = 0
+            async with conn.transaction():
+                for kind, rows in rows_by_kind.items():
+                    new = await repository.store_readings(conn, kind, rows)
+                    inserted += new
+                    metrics.READINGS_STORED.labels(kind.value).inc(new)
+                    metrics.READINGS_DUPLICATE.labels(kind.value).inc(len(rows) - new)
+                if rejections:
+                    await repository.store_rejections(conn, (r.record() for r in rejections))
+                if seen:
+                    await repository.touch_devices(conn, sorted(seen))
+        for rejection in rejections:
+            metrics.READINGS_REJECTED.labels(rejection.reason.value).inc()
+        metrics.BATCH_SIZE.observe(received + len(rejections))
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        result = FlushResult(received, inserted, received - inserted, len(rejections))
+        self.totals.received += received + len(rejections)
+        self.totals.inserted += inserted
+        self.totals.duplicates += result.duplicates
+        self.totals.rejected += len(rejections)
+        return result
+
+    async def _check_devices(self, conn: Connection, messages: Sequence[ParsedMessage]) -> None:
+        """Refuse messages of devices that are unknown, disabled, or registered as another kind."""
+        now = time.monotonic()
+        if now - self._devices_loaded_at > self._settings.device_refresh_s:
+            self._devices = await repository.load_devices(conn)
+            self._devices_loaded_at = now
+            self._unknown_checked_at.clear()
+        unknown = {
+            m.device_id
+            for m in messages
+            if not m.device_checked and m.device_id is not None and m.device_id not in self._devices
+        }
+        recheck = [
+            device_id
+            for device_id in unknown
+            if now - self._unknown_checked_at.get(device_id, float("-inf"))
+            > self._settings.unknown_device_recheck_s
+        ]
+        if recheck:
+            self._devices.update(await repository.load_devices(conn, recheck))
+            for device_id in recheck:
+                self._unknown_checked_at[device_id] = now
+        for message in messages:
+            if message.device_checked or message.device_id is None or message.kind is None:
+                continue
+            message.device_checked = True
+            state = self._devices.get(message.device_id)
+            if state is None:
+                message.reject_all(
+                    Reason.UNKNOWN_DEVICE, f"device {message.device_id!r} is not registered"
+                )
+            elif not state.enabled:
+                message.reject_all(
+                    Reason.DEVICE_DISABLED, f"device {message.device_id!r} is disabled"
+                )
+            elif state.kind is not message.kind:
+                message.reject_all(
+                    Reason.KIND_MISMATCH,
+                    f"device {message.device_id!r} is registered as {state.kind.value}, "
+                    f"not {message.kind.value}",
+                )
+
+    async def record_status(self, kind: Kind, device_id: str, status: str, at: datetime) -> None:
+        """Store a device's online/offline state from its retained status topic."""
+        delay = self._settings.retry_initial_s
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    known = await repository.set_device_status(conn, device_id, kind, status, at)
+                break
+            except TRANSIENT_ERRORS as exc:
+                log.warning("database unavailable for a status update", error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.retry_max_s)
+        if not known:
+            log.info("status from an unregistered device", device_id=device_id, status=status)

@@ -1,0 +1,91 @@
+"""Real services for the whole test run: a private TimescaleDB and Mosquitto on free ports,
+in a temporary folder, started once per session and removed at the end."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from core.config import IngestSettings, Settings
+from core.db import create_pool
+from ingest.app import RunningIngest, running_ingest
+from migrations.runner import migrate
+from stack.services import MosquittoBroker, PostgresCluster, free_port, remove_tree
+
+
+@pytest.fixture(scope="session")
+def services_dir() -> Iterator[Path]:
+    # Not pytest's tmp_path: its folders are private to our user, and as root the servers run
+    # as their own system users, which must be able to reach their data folders.
+    path = Path(tempfile.mkdtemp(prefix="alatau-test-"))
+    path.chmod(0o755)
+    yield path
+    remove_tree(path)
+
+
+@pytest.fixture(scope="session")
+def postgres(services_dir: Path) -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster(services_dir / "postgres", free_port())
+    cluster.start()
+    migrate(cluster.url)
+    yield cluster
+    cluster.stop(mode="immediate")
+
+
+@pytest.fixture(scope="session")
+def broker(services_dir: Path) -> Iterator[MosquittoBroker]:
+    mosquitto = MosquittoBroker(services_dir / "mosquitto", free_port())
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(postgres: PostgresCluster, broker: MosquittoBroker) -> Settings:
+    return Settings(
+        environment="test",
+        database_url=postgres.url,
+        mqtt_url=broker.url,
+        log_level=os.environ.get("ALATAU_TEST_LOG_LEVEL", "WARNING"),
+    )
+
+
+@pytest.fixture(scope="session")
+async def db_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(settings, "tests")
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique token: each test names its devices with it, so tests never collide."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def ingest_settings(settings: Settings) -> Settings:
+    """Settings of the test run's ingest replica: quick flushes, a session of its own."""
+    token = uuid.uuid4().hex[:8]
+    ingest = IngestSettings(
+        client_id=f"test-ingest-{token}",
+        share_group=f"test-{token}",
+        flush_interval_s=0.05,
+        session_expiry_s=60,
+        unknown_device_recheck_s=0,
+    )
+    return settings.model_copy(update={"ingest": ingest})
+
+
+@pytest.fixture(scope="session")
+async def ingest(ingest_settings: Settings) -> AsyncIterator[RunningIngest]:
+    """One ingest replica shared by the tests that need the pipeline running."""
+    async with running_ingest(ingest_settings) as running:
+        await running.consumer.connected.wait()
+        yield running

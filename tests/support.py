@@ -1,0 +1,64 @@
+"""Helpers for tests that drive the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
+
+import asyncpg
+
+from core.config import Settings
+from core.mqtt import connect, make_client, wait_published
+from devices.contract import District, Kind
+
+T = TypeVar("T")
+
+
+async def publish(
+    settings: Settings, messages: Iterable[tuple[str, bytes | str]], *, retain: bool = False
+) -> None:
+    """Publish at QoS 1 and return once the broker has acknowledged every message."""
+    client = make_client(settings.mqtt, f"test-pub-{uuid.uuid4().hex[:8]}")
+    await connect(client, settings.mqtt)
+    try:
+        for topic, payload in messages:
+            client.publish(topic, payload, qos=1, retain=retain)
+        await asyncio.wait_for(wait_published(client), timeout=30)
+    finally:
+        await client.disconnect()
+
+
+async def register(
+    pool: asyncpg.Pool,
+    device_id: str,
+    kind: Kind,
+    district: District = District.GATE,
+    *,
+    enabled: bool = True,
+) -> None:
+    await pool.execute(
+        "INSERT INTO devices (device_id, kind, district, enabled) VALUES ($1, $2, $3, $4)",
+        device_id,
+        kind.value,
+        district.value,
+        enabled,
+    )
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    *,
+    timeout_s: float = 20.0,
+) -> T:
+    """Poll ``probe`` until ``done`` holds of its result; the last result is returned either way
+    so the test's own assertion says what was wrong."""
+    deadline = time.monotonic() + timeout_s
+    result = await probe()
+    while not done(result) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        result = await probe()
+    return result
