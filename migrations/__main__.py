@@ -11,7 +11,7 @@ def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, process="migrations")
     applied = migrate(settings.database_url)
-    print(f"migrations: {len(applied)} applied")  # noqa: T201 - command-line output
+    print(f"migrations: {len(applied)} applied")
 
 
 if __name__ == "__main__":

@@ -69,9 +69,7 @@ def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[Migrati
     """Apply every pending migration; returns the ones this call applied."""
     migrations = discover(directory)
     applied_now: list[Migration] = []
-    with psycopg.connect(
-        database_url, autocommit=True, application_name="migrations"
-    ) as conn:
+    with psycopg.connect(database_url, autocommit=True, application_name="migrations") as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,))
         try:
             _ensure_ledger(conn)

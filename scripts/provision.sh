@@ -53,7 +53,7 @@ debian_mirror() {
 
 install_system_packages() {
     apt_install "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" postgresql-client \
-        mosquitto mosquitto-clients dpkg-dev cmake gcc make libssl-dev python3-venv
+        mosquitto mosquitto-clients dpkg-dev cmake gcc make libssl-dev
 }
 
 timescaledb_installed() {
@@ -91,6 +91,7 @@ install_timescaledb() {
         as_root make install >/dev/null
     )
     timescaledb_installed || { log "TimescaleDB did not install"; exit 1; }
+    rm -rf "$BUILD_DIR"
     log "TimescaleDB installed"
 }
 
@@ -100,9 +101,17 @@ install_python_env() {
         return 0
     fi
     log "creating the Python environment in $VENV"
+    if ! "$PYTHON" -c "import venv, ensurepip" 2>/dev/null; then
+        apt_install python3-venv
+    fi
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+    local pip_log="$VENV/pip-install.log"
+    if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
+        "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"; } >"$pip_log" 2>&1; then
+        cat "$pip_log" >&2
+        log "pip install failed"
+        exit 1
+    fi
     touch "$stamp"
 }
 

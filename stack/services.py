@@ -107,8 +107,16 @@ class PostgresCluster:
         if user is not None:
             _chown_tree(self.data_dir, user)
         result = self._run(
-            [str(PG_BIN / "initdb"), "-D", str(self.pgdata), "-U", DB_USER, "--auth=trust",
-             "--encoding=UTF8", "--locale=C.UTF-8"]
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.pgdata),
+                "-U",
+                DB_USER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ]
         )
         if result.returncode != 0:
             raise ServiceError(f"initdb failed: {result.stderr.strip()}")
@@ -137,8 +145,19 @@ class PostgresCluster:
             ]
         )
         result = self._run(
-            [str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.pgdata),
-             "-l", str(self.data_dir / "postgres.log"), "-o", options]
+            [
+                str(PG_BIN / "pg_ctl"),
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.data_dir / "postgres.log"),
+                "-o",
+                options,
+            ]
         )
         if result.returncode != 0:
             log_tail = (self.data_dir / "postgres.log").read_text(errors="replace")[-2000:]
@@ -230,7 +249,9 @@ class MosquittoBroker:
             _chown_tree(self.data_dir, user)
         result = subprocess.run(
             [str(MOSQUITTO_BIN), "-c", str(self.config_path), "-d"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise ServiceError(f"mosquitto did not start: {result.stderr.strip()}")

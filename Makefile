@@ -1,0 +1,26 @@
+# Two commands set up everything on a fresh machine: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: provision run stop test lint typecheck check bench
+
+provision:
+	@bash scripts/provision.sh
+
+run: provision
+	@$(PY) -m stack.run
+
+stop:
+	@$(PY) -m stack.run --stop
+
+test: provision
+	@$(PY) -m pytest
+
+lint: provision
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+
+typecheck: provision
+	@$(VENV)/bin/mypy
+
+check: lint typecheck test

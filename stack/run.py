@@ -1,0 +1,184 @@
+"""``make run``: the whole stack with a simulated city, until Ctrl-C.
+
+With no configuration it starts a private TimescaleDB and Mosquitto under ``.data/``; with
+``DATABASE_URL`` / ``MQTT_URL`` set it uses those services instead. It stops only what it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from core.config import DEFAULT_DATABASE_URL, DEFAULT_MQTT_URL, get_settings
+from migrations.runner import migrate
+from stack.services import MosquittoBroker, PostgresCluster, ServiceError, port_open
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("ALATAU_DATA_DIR", ROOT / ".data"))
+LOCAL_PG_PORT = 55432
+LOCAL_MQTT_PORT = 18830
+
+
+def say(message: str) -> None:
+    print(f"[run] {message}", flush=True)
+
+
+def local_services() -> tuple[PostgresCluster, MosquittoBroker]:
+    return (
+        PostgresCluster(DATA_DIR / "postgres", LOCAL_PG_PORT),
+        MosquittoBroker(DATA_DIR / "mosquitto", LOCAL_MQTT_PORT),
+    )
+
+
+class Stack:
+    """Starts services and processes in order and stops them in reverse."""
+
+    def __init__(self, devices_per_kind: int, rate_hz: float) -> None:
+        self.devices_per_kind = devices_per_kind
+        self.rate_hz = rate_hz
+        self.started_services: list[PostgresCluster | MosquittoBroker] = []
+        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.env = dict(os.environ)
+
+    def start_services(self) -> None:
+        postgres, broker = local_services()
+        if "DATABASE_URL" in os.environ or "ALATAU_DATABASE_URL" in os.environ:
+            say("using the database at DATABASE_URL")
+        else:
+            was_running = postgres.running()
+            postgres.start()
+            if not was_running:
+                self.started_services.append(postgres)
+            say(f"TimescaleDB {'reused' if was_running else 'started'} on port {postgres.port}")
+            self.env["DATABASE_URL"] = postgres.url
+        if "MQTT_URL" in os.environ or "ALATAU_MQTT_URL" in os.environ:
+            say("using the broker at MQTT_URL")
+        else:
+            was_running = broker.running()
+            broker.start()
+            if not was_running:
+                self.started_services.append(broker)
+            say(f"Mosquitto {'reused' if was_running else 'started'} on port {broker.port}")
+            self.env["MQTT_URL"] = broker.url
+        self.env.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+        self.env.setdefault("MQTT_URL", DEFAULT_MQTT_URL)
+
+    def migrate(self) -> None:
+        applied = migrate(self.env["DATABASE_URL"])
+        say(f"database migrated ({len(applied)} new migrations)")
+
+    def spawn(self, name: str, *args: str) -> None:
+        process = subprocess.Popen([sys.executable, "-m", *args], env=self.env, cwd=ROOT)
+        self.processes.append((name, process))
+
+    def start_processes(self, api_url: str) -> None:
+        self.spawn("ingest", "ingest")
+        self.spawn("api", "api")
+        wait_for_api(api_url, self.processes[-1][1])
+        self.spawn(
+            "simulator",
+            "simulators",
+            "run",
+            "--devices-per-kind",
+            str(self.devices_per_kind),
+            "--rate",
+            str(self.rate_hz),
+        )
+
+    def exited(self) -> str | None:
+        for name, process in self.processes:
+            if process.poll() is not None:
+                return name
+        return None
+
+    def stop(self) -> None:
+        for name, process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    say(f"{name} did not stop in 30 s; killing it")
+                    process.kill()
+                    process.wait()
+        self.processes.clear()
+        for service in reversed(self.started_services):
+            service.stop()
+            say(f"stopped {type(service).__name__}")
+        self.started_services.clear()
+
+
+def wait_for_api(api_url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceError("the api exited during start-up")
+        try:
+            if httpx.get(f"{api_url}/api/v1/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise ServiceError(f"the api did not answer at {api_url} within {timeout_s:.0f}s")
+
+
+def stop_local_services() -> None:
+    for service in reversed(local_services()):
+        service.stop()
+    say("local TimescaleDB and Mosquitto stopped")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--devices-per-kind", type=int, default=70)
+    parser.add_argument("--rate", type=float, default=1.0, help="readings per device per second")
+    parser.add_argument("--stop", action="store_true", help="stop leftover local services")
+    args = parser.parse_args()
+    if args.stop:
+        stop_local_services()
+        return
+
+    settings = get_settings()
+    api_url = f"http://{settings.api.host}:{settings.api.port}"
+    if port_open(settings.api.port, settings.api.host):
+        sys.exit(f"port {settings.api.port} is taken; set ALATAU_API__PORT to another one")
+    stack = Stack(args.devices_per_kind, args.rate)
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        stack.start_services()
+        stack.migrate()
+        stack.start_processes(api_url)
+        say(f"API:       {api_url}/api/v1  (OpenAPI: {api_url}/docs)")
+        say(f"Dashboard: {api_url}/")
+        say(f"simulated city: {args.devices_per_kind * 3} devices; Ctrl-C stops everything")
+        while not stopping:
+            crashed = stack.exited()
+            if crashed is not None:
+                say(f"{crashed} exited unexpectedly; stopping")
+                break
+            time.sleep(0.5)
+    except ServiceError as exc:
+        say(f"error: {exc}")
+        raise SystemExit(1) from exc
+    finally:
+        say("stopping")
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
