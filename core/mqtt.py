@@ -3,6 +3,7 @@ reconnecting forever with a bounded delay."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import Any
 
@@ -51,3 +52,23 @@ async def wait_published(client: gmqtt.Client) -> None:
     """Wait until the broker has acknowledged every QoS 1 message this client published."""
     # gmqtt keeps unacknowledged outgoing messages in its storage and offers no public wait.
     await client._persistent_storage.wait_empty()
+
+
+async def publish_when_possible(
+    client: gmqtt.Client, topic: str, payload: bytes | str, *, retain: bool = False
+) -> None:
+    """Publish at QoS 1, waiting while the client is offline or its in-flight window is full.
+
+    gmqtt raises OverflowError once every packet id the broker's Receive Maximum allows is in
+    flight; a publisher that outruns the broker must wait for acknowledgements, not drop.
+    """
+    while True:
+        if not client.is_connected:
+            await asyncio.sleep(0.05)
+            continue
+        try:
+            client.publish(topic, payload, qos=1, retain=retain)
+        except OverflowError:
+            await asyncio.sleep(0.001)
+        else:
+            return
