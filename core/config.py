@@ -62,6 +62,8 @@ class IngestSettings(BaseModel):
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)
     metrics_port: int | None = Field(default=None, description="Prometheus exporter port")
+    rejections_retention_days: float = Field(default=30, gt=0)
+    retention_interval_s: float = Field(default=3600, gt=0, description="how often to apply it")
 
 
 class ApiSettings(BaseModel):

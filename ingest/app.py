@@ -35,12 +35,14 @@ async def running_ingest(settings: Settings) -> AsyncIterator[RunningIngest]:
     try:
         service = IngestService(pool, settings.ingest)
         flusher = asyncio.create_task(service.run(), name="ingest-flusher")
+        retention = asyncio.create_task(service.run_retention(), name="ingest-retention")
         consumer = MqttConsumer(settings, service)
         try:
             await consumer.start()
             log.info("ingest running", client_id=settings.ingest.client_id)
             yield RunningIngest(service, consumer)
         finally:
+            retention.cancel()
             service.close()
             try:
                 await asyncio.wait_for(asyncio.shield(flusher), timeout=30)

@@ -30,6 +30,9 @@ COMMIT_SECONDS: Final = Histogram(
     "time to write and commit one batch",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+QUEUED_READINGS: Final = Gauge(
+    "alatau_ingest_queued_readings", "readings waiting for the next database write"
+)
 UNACKED: Final = Gauge("alatau_ingest_unacked_messages", "messages received and not yet acked")
 DB_RETRIES: Final = Counter(
     "alatau_ingest_db_retries_total", "batch writes retried after an outage"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple
 
 from core.db import Connection
@@ -92,3 +92,20 @@ async def set_device_status(
         at,
     )
     return result != "UPDATE 0"
+
+
+# Any constant shared by every replica: only the one holding it applies retention.
+_RETENTION_LOCK_KEY: Final = 0x616C6174_7265746E
+
+
+async def drop_old_rejections(conn: Connection, older_than: timedelta) -> int | None:
+    """Drop whole chunks of rejections older than ``older_than``; returns how many, or None when
+    another replica is already doing it."""
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RETENTION_LOCK_KEY):
+            return None
+        dropped = await conn.fetch(
+            "SELECT drop_chunks('ingest_rejections', older_than => now() - $1::interval)",
+            older_than,
+        )
+    return len(dropped)

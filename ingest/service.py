@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import asyncpg
@@ -77,6 +77,7 @@ class IngestService:
             self._has_items.set()
         self._pending.append((message, future))
         self._pending_readings += message.size
+        metrics.QUEUED_READINGS.set(self._pending_readings)
         metrics.UNACKED.inc()
         if self._pending_readings >= self._settings.batch_size:
             self._full.set()
@@ -127,6 +128,7 @@ class IngestService:
     def _take(self) -> list[tuple[ParsedMessage, asyncio.Future[None]]]:
         batch, self._pending = self._pending, []
         self._pending_readings = 0
+        metrics.QUEUED_READINGS.set(0)
         self._has_items.clear()
         self._full.clear()
         return batch
@@ -255,3 +257,22 @@ class IngestService:
                 delay = min(delay * 2, self._settings.retry_max_s)
         if not known:
             log.info("status from an unregistered device", device_id=device_id, status=status)
+
+    async def apply_retention(self) -> int | None:
+        """Drop rejection chunks past their retention; None if another replica holds the job."""
+        async with self._pool.acquire() as conn:
+            dropped = await repository.drop_old_rejections(
+                conn, timedelta(days=self._settings.rejections_retention_days)
+            )
+        if dropped:
+            log.info("old rejections dropped", chunks=dropped)
+        return dropped
+
+    async def run_retention(self) -> None:
+        """Apply retention now and then until cancelled; an outage only delays it."""
+        while True:
+            try:
+                await self.apply_retention()
+            except TRANSIENT_ERRORS as exc:
+                log.warning("retention postponed, database unavailable", error=repr(exc))
+            await asyncio.sleep(self._settings.retention_interval_s)

@@ -50,9 +50,7 @@ async def test_a_mixed_batch_stores_the_good_and_keeps_each_bad_one_with_its_rea
     batch = [good[0], bad[0], good[1], bad[1], bad[2]]
     await publish(ingest_settings, [(telemetry_topic(Kind.AIR, device), orjson.dumps(batch))])
 
-    rows = await eventually(
-        lambda: rejections_of(db_pool, device), lambda found: len(found) == 3
-    )
+    rows = await eventually(lambda: rejections_of(db_pool, device), lambda found: len(found) == 3)
     assert [(r["reason"], orjson.loads(r["payload"])) for r in rows] == [
         ("out_of_range", bad[2]),
         ("unknown_field", bad[0]),
@@ -129,7 +127,7 @@ async def test_unusable_payloads_are_kept_with_their_raw_bytes(
     device = f"energy-{unique}"
     await register(db_pool, device, Kind.ENERGY)
     topic = telemetry_topic(Kind.ENERGY, device)
-    payloads = [b"\xc3\x28 not utf-8", b"{\"ts\": ", b"[]"]
+    payloads = [b"\xc3\x28 not utf-8", b'{"ts": ', b"[]"]
     await publish(ingest_settings, [(topic, p) for p in payloads])
     rows = await eventually(lambda: rejections_of(db_pool, device), lambda r: len(r) == 3)
     assert sorted((r["reason"], bytes(r["payload"])) for r in rows) == sorted(
@@ -162,3 +160,22 @@ async def test_status_topic_and_readings_update_the_device(
         lambda s: s == "offline",
     )
     assert status == "offline"
+
+
+async def test_retention_drops_old_rejection_chunks_and_keeps_recent_ones(
+    ingest: RunningIngest, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    device = f"old-{unique}"
+    now = datetime.now(UTC)
+    await db_pool.executemany(
+        "INSERT INTO ingest_rejections (received_at, topic, device_id, reason, detail, payload)"
+        " VALUES ($1, 't', $2, 'invalid_json', 'd', '\\x00')",
+        [(now - timedelta(days=45), device), (now - timedelta(minutes=1), device)],
+    )
+    dropped = await ingest.service.apply_retention()
+    assert dropped is not None
+    assert dropped >= 1
+    remaining = await db_pool.fetch(
+        "SELECT received_at FROM ingest_rejections WHERE device_id = $1", device
+    )
+    assert [r["received_at"] > now - timedelta(days=1) for r in remaining] == [True]
