@@ -41,7 +41,7 @@ REASON_DESCRIPTIONS: Final[dict[Reason, str]] = {
     Reason.NOT_AN_OBJECT: "a reading must be a JSON object (or an array of objects)",
     Reason.EMPTY_BATCH: "the payload is an empty array",
     Reason.BATCH_TOO_LARGE: "an array payload holds more than 1,000 readings",
-    Reason.INVALID_TOPIC: "the topic is not alatau/{traffic|energy|air}/{device_id}/telemetry",
+    Reason.INVALID_TOPIC: "the topic is not alatau/{kind}/{device_id}/telemetry of a known kind",
     Reason.UNKNOWN_FIELD: "the reading has a field its kind does not define",
     Reason.MISSING_FIELD: "the reading has no ts",
     Reason.INVALID_TIMESTAMP: "ts is neither RFC 3339 with an offset nor epoch milliseconds",

@@ -53,7 +53,7 @@ debian_mirror() {
 
 install_system_packages() {
     apt_install "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" postgresql-client \
-        mosquitto mosquitto-clients dpkg-dev cmake gcc make libssl-dev
+        mosquitto mosquitto-clients dpkg-dev cmake gcc make libssl-dev docker-compose
 }
 
 timescaledb_installed() {
