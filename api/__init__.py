@@ -1,0 +1,1 @@
+"""REST API: device registry, latest and raw readings, aggregates, ingest rejections."""

@@ -1,0 +1,118 @@
+"""The FastAPI application: resources opened in the lifespan, routes, and one error shape."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from api import routes
+from api.errors import DATABASE_GONE, ApiError
+from api.metrics import RequestMetricsMiddleware
+from core.config import Settings, get_settings
+from core.db import create_pool
+
+log = structlog.get_logger(__name__)
+
+POOL_CLOSE_TIMEOUT_S: Final = 10.0
+_HTTP_CODES: Final = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the database pool for the app's lifetime; close it, forcibly if it will not drain."""
+    settings: Settings = app.state.settings
+    pool = await create_pool(settings, "api")
+    app.state.pool = pool
+    log.info("api started", environment=settings.environment)
+    try:
+        yield
+    finally:
+        try:
+            await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("database pool did not drain; terminating its connections")
+            pool.terminate()
+        log.info("api stopped")
+
+
+def _error(
+    status_code: int, code: str, detail: Any, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status_code, headers=headers)
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _error(exc.status_code, exc.code, exc.detail)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Only loc, msg and type: ``input`` echoes the request and ``ctx`` may hold exceptions.
+    detail = [
+        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors()
+    ]
+    return _error(422, "validation_error", detail)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, exc.detail, dict(exc.headers or {}))
+
+
+async def _database_gone(_: Request, exc: Exception) -> JSONResponse:
+    # Tell the client to retry rather than blame its request.
+    log.warning("database unavailable", error=repr(exc))
+    return _error(503, "database_unavailable", "the database is unavailable; retry shortly")
+
+
+async def _database_timeout(_: Request, exc: Exception) -> JSONResponse:
+    # Only the database is awaited with a deadline in a request, so a timeout is a slow query.
+    log.warning("database timeout", error=repr(exc))
+    return _error(503, "database_timeout", "the database did not answer in time; retry shortly")
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    # Starlette re-raises after this response, so the server logs the traceback once.
+    log.error("unhandled error", error=repr(exc))
+    return _error(500, "internal_error", "internal server error")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API; the database pool is opened when the app's lifespan starts."""
+    app = FastAPI(
+        title="Alatau City telemetry API",
+        version="1",
+        description="Device registry, latest and raw readings, aggregates and ingest rejections.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings or get_settings()
+    app.add_middleware(RequestMetricsMiddleware)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    for database_gone in DATABASE_GONE:
+        app.add_exception_handler(database_gone, _database_gone)
+    app.add_exception_handler(TimeoutError, _database_timeout)
+    app.add_exception_handler(Exception, _unexpected)
+    app.include_router(routes.router)
+    app.include_router(routes.operations)
+    return app

@@ -1,0 +1,280 @@
+"""All of the API's SQL. Values are always parameters; the only identifiers in the text are table
+and column names taken from the contract (devices/contract.py), never from the request."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import asyncpg
+
+from api.schemas import AggregateFn
+from core.db import Connection
+from devices.contract import METRICS_BY_NAME, District, Kind, Metric, metric_names, readings_table
+
+_DEVICE_COLUMNS: Final = (
+    "device_id, kind, district, lat, lon, metadata, enabled, status, last_seen, created_at"
+)
+
+
+def _reading_columns(kind: Kind, prefix: str = "") -> str:
+    return ", ".join(f"{prefix}{name}" for name in ("ts", "received_at", *metric_names(kind)))
+
+
+def _where(clauses: Sequence[str]) -> str:
+    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+async def timescaledb_version(conn: Connection, timeout_s: float) -> str | None:
+    """The installed TimescaleDB version, or None when the extension is missing."""
+    version: str | None = await conn.fetchval(
+        "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'", timeout=timeout_s
+    )
+    return version
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+
+async def insert_device(
+    conn: Connection,
+    *,
+    device_id: str,
+    kind: Kind,
+    district: District,
+    lat: float | None,
+    lon: float | None,
+    metadata: dict[str, Any],
+    enabled: bool,
+) -> asyncpg.Record | None:
+    """Insert a device; None when the id is taken (no exception, so no aborted transaction)."""
+    return await conn.fetchrow(
+        "INSERT INTO devices (device_id, kind, district, lat, lon, metadata, enabled)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        f" ON CONFLICT (device_id) DO NOTHING RETURNING {_DEVICE_COLUMNS}",
+        device_id,
+        kind.value,
+        district.value,
+        lat,
+        lon,
+        metadata,
+        enabled,
+    )
+
+
+async def get_device(conn: Connection, device_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id = $1", device_id
+    )
+
+
+async def list_devices(
+    conn: Connection,
+    *,
+    kind: Kind | None,
+    district: District | None,
+    enabled: bool | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[asyncpg.Record], int]:
+    """One page of devices in id order, and how many match in all."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    for column, value in (
+        ("kind", kind.value if kind else None),
+        ("district", district.value if district else None),
+        ("enabled", enabled),
+    ):
+        if value is not None:
+            args.append(value)
+            clauses.append(f"{column} = ${len(args)}")
+    where = _where(clauses)
+    total: int = await conn.fetchval(f"SELECT count(*) FROM devices {where}", *args)
+    rows = await conn.fetch(
+        f"SELECT {_DEVICE_COLUMNS} FROM devices {where} ORDER BY device_id"
+        f" LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+        *args,
+        limit,
+        offset,
+    )
+    return rows, total
+
+
+async def update_device(
+    conn: Connection,
+    device_id: str,
+    *,
+    district: District | None,
+    set_location: bool,
+    lat: float | None,
+    lon: float | None,
+    metadata: dict[str, Any] | None,
+    enabled: bool | None,
+) -> asyncpg.Record | None:
+    """Change only what is given (None keeps a column; ``set_location`` may clear lat/lon)."""
+    return await conn.fetchrow(
+        "UPDATE devices SET"
+        " district = COALESCE($2, district),"
+        " lat = CASE WHEN $3::boolean THEN $4 ELSE lat END,"
+        " lon = CASE WHEN $3::boolean THEN $5 ELSE lon END,"
+        " metadata = COALESCE($6::jsonb, metadata),"
+        " enabled = COALESCE($7, enabled),"
+        " updated_at = now()"
+        f" WHERE device_id = $1 RETURNING {_DEVICE_COLUMNS}",
+        device_id,
+        district.value if district else None,
+        set_location,
+        lat,
+        lon,
+        metadata,
+        enabled,
+    )
+
+
+async def disable_device(conn: Connection, device_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "UPDATE devices SET enabled = false, updated_at = now()"
+        f" WHERE device_id = $1 RETURNING {_DEVICE_COLUMNS}",
+        device_id,
+    )
+
+
+# --- readings ---------------------------------------------------------------------------------
+
+_LATEST_OF_DEVICE: Final = {
+    kind: f"SELECT {_reading_columns(kind)} FROM {readings_table(kind)}"
+    " WHERE device_id = $1 ORDER BY ts DESC LIMIT 1"
+    for kind in Kind
+}
+
+# One index probe per device on (device_id, ts): newest by reading time, not by arrival.
+_LATEST_OF_KIND: Final = {
+    kind: f"SELECT d.device_id, d.district, {_reading_columns(kind, 'r.')}"
+    " FROM devices AS d CROSS JOIN LATERAL ("
+    f"   SELECT {_reading_columns(kind)} FROM {readings_table(kind)} AS t"
+    "    WHERE t.device_id = d.device_id ORDER BY t.ts DESC LIMIT 1"
+    " ) AS r"
+    " WHERE d.kind = $1 AND ($2::text IS NULL OR d.district = $2)"
+    " ORDER BY d.device_id"
+    for kind in Kind
+}
+
+# Keyset pages: the first page starts at ``from`` inclusive, later ones strictly after the cursor.
+_READINGS: Final = {
+    (kind, after_cursor): f"SELECT {_reading_columns(kind)} FROM {readings_table(kind)}"
+    f" WHERE device_id = $1 AND ts {'>' if after_cursor else '>='} $2 AND ts < $3"
+    " ORDER BY ts LIMIT $4"
+    for kind in Kind
+    for after_cursor in (False, True)
+}
+
+
+async def latest_reading(conn: Connection, kind: Kind, device_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(_LATEST_OF_DEVICE[kind], device_id)
+
+
+async def latest_readings(
+    conn: Connection, kind: Kind, district: District | None
+) -> list[asyncpg.Record]:
+    """The newest reading of every device of a kind (devices without readings are left out)."""
+    return await conn.fetch(_LATEST_OF_KIND[kind], kind.value, district.value if district else None)
+
+
+async def readings(
+    conn: Connection,
+    kind: Kind,
+    device_id: str,
+    *,
+    lower: datetime,
+    after_cursor: bool,
+    upper: datetime,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Readings in ``[lower, upper)`` (``(lower, upper)`` after a cursor), oldest first."""
+    return await conn.fetch(_READINGS[kind, after_cursor], device_id, lower, upper, limit)
+
+
+# --- aggregates -------------------------------------------------------------------------------
+
+# avg of an integer column is numeric in Postgres; cast so JSON gets a plain number.
+_FN_SQL: Final = {
+    AggregateFn.AVG: "avg({column})::double precision",
+    AggregateFn.MIN: "min({column})",
+    AggregateFn.MAX: "max({column})",
+    AggregateFn.SUM: "sum({column})",
+    AggregateFn.COUNT: "count({column})",
+}
+
+
+def _aggregate_sql(kind: Kind, metric: Metric, fn: AggregateFn, city_calendar: bool) -> str:
+    if METRICS_BY_NAME[kind].get(metric.name) is not metric:
+        raise ValueError(f"{metric.name!r} is not a {kind.value} metric")
+    value = _FN_SQL[fn].format(column=metric.name)
+    bucket = (
+        "time_bucket($1::text::interval, ts, $5::text)"
+        if city_calendar
+        else "time_bucket($1::text::interval, ts)"
+    )
+    return (
+        f"SELECT {bucket} AS bucket_start, {value} AS value, count(*) AS count"
+        f" FROM {readings_table(kind)}"
+        " WHERE device_id = $2 AND ts >= $3 AND ts < $4"
+        " GROUP BY bucket_start ORDER BY bucket_start"
+    )
+
+
+async def aggregate(
+    conn: Connection,
+    kind: Kind,
+    metric: Metric,
+    fn: AggregateFn,
+    device_id: str,
+    *,
+    interval: str,
+    timezone: str | None,
+    start: datetime,
+    end: datetime,
+) -> list[asyncpg.Record]:
+    """``fn(metric)`` per bucket of one device; buckets follow ``timezone``'s calendar if given."""
+    sql = _aggregate_sql(kind, metric, fn, timezone is not None)
+    args: list[Any] = [interval, device_id, start, end]
+    if timezone is not None:
+        args.append(timezone)
+    return await conn.fetch(sql, *args)
+
+
+# --- rejections -------------------------------------------------------------------------------
+
+
+async def rejections(
+    conn: Connection,
+    *,
+    device_id: str | None,
+    reason: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Refused readings, newest first; only the filters given become conditions."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    for condition, value in (
+        ("device_id = ${}", device_id),
+        ("reason = ${}", reason),
+        ("received_at >= ${}", start),
+        ("received_at < ${}", end),
+    ):
+        if value is not None:
+            args.append(value)
+            clauses.append(condition.format(len(args)))
+    args.append(limit)
+    return await conn.fetch(
+        "SELECT received_at, topic, kind, device_id, reason, detail, payload"
+        f" FROM ingest_rejections {_where(clauses)}"
+        f" ORDER BY received_at DESC LIMIT ${len(args)}",
+        *args,
+    )

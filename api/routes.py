@@ -1,0 +1,202 @@
+"""HTTP routes: parse the request, call the service, return its model. Nothing else lives here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import FileResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from api import service
+from api.dependencies import LimitDep, PoolDep, SettingsDep, TimeRangeDep
+from api.schemas import (
+    AggregateFn,
+    AggregateSeries,
+    AwareDatetime,
+    DevicePage,
+    DevicePatch,
+    ErrorBody,
+    Health,
+    LatestList,
+    LatestReading,
+    ReadingsPage,
+    RejectionList,
+)
+from devices.contract import District, Kind, contract_document
+from devices.schemas import Device, DeviceCreate
+
+STATIC_DIR: Final = Path(__file__).parent / "static"
+
+# Declaring 422 here also replaces FastAPI's default 422 schema, which is not our error shape.
+_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    422: {"model": ErrorBody, "description": "invalid request (validation or query limits)"},
+}
+_NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {
+    404: {"model": ErrorBody, "description": "unknown device"}
+}
+
+router = APIRouter(prefix="/api/v1", responses=_ERRORS)
+operations = APIRouter()
+
+
+@router.get(
+    "/health",
+    tags=["health"],
+    responses={503: {"model": ErrorBody, "description": "database unreachable"}},
+)
+async def health(pool: PoolDep) -> Health:
+    """Whether the API can reach the database, and its TimescaleDB version."""
+    return await service.health(pool)
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+
+@router.post(
+    "/devices",
+    tags=["devices"],
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"model": ErrorBody, "description": "the device id is taken"}},
+)
+async def create_device(pool: PoolDep, body: DeviceCreate) -> Device:
+    """Register a device."""
+    return await service.create_device(pool, body)
+
+
+@router.get("/devices", tags=["devices"])
+async def list_devices(
+    *,
+    pool: PoolDep,
+    limit: LimitDep,
+    kind: Kind | None = None,
+    district: District | None = None,
+    enabled: bool | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DevicePage:
+    """Registered devices in id order, filtered by kind, district and enabled."""
+    return await service.list_devices(
+        pool, kind=kind, district=district, enabled=enabled, limit=limit, offset=offset
+    )
+
+
+@router.get("/devices/{device_id}", tags=["devices"], responses=_NOT_FOUND)
+async def get_device(pool: PoolDep, device_id: str) -> Device:
+    """One device."""
+    return await service.get_device(pool, device_id)
+
+
+@router.patch("/devices/{device_id}", tags=["devices"], responses=_NOT_FOUND)
+async def update_device(pool: PoolDep, device_id: str, patch: DevicePatch) -> Device:
+    """Change a device's district, location, metadata or enabled flag."""
+    return await service.update_device(pool, device_id, patch)
+
+
+@router.delete("/devices/{device_id}", tags=["devices"], responses=_NOT_FOUND)
+async def disable_device(pool: PoolDep, device_id: str) -> Device:
+    """Disable a device (ingest then refuses its readings); its history is kept."""
+    return await service.disable_device(pool, device_id)
+
+
+# --- readings ---------------------------------------------------------------------------------
+
+
+@router.get(
+    "/devices/{device_id}/latest",
+    tags=["readings"],
+    responses={404: {"model": ErrorBody, "description": "unknown device, or no readings yet"}},
+)
+async def latest_of_device(pool: PoolDep, device_id: str) -> LatestReading:
+    """The device's newest reading by reading time (not by arrival)."""
+    return await service.latest_of_device(pool, device_id)
+
+
+@router.get("/latest", tags=["readings"])
+async def latest(
+    pool: PoolDep, kind: Kind | None = None, district: District | None = None
+) -> LatestList:
+    """The newest reading of each device that has one, for one kind or all."""
+    return await service.latest(pool, kind, district)
+
+
+@router.get("/devices/{device_id}/readings", tags=["readings"], responses=_NOT_FOUND)
+async def readings(
+    pool: PoolDep,
+    device_id: str,
+    window: TimeRangeDep,
+    limit: LimitDep,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+) -> ReadingsPage:
+    """Raw readings in ``[from, to)`` in reading-time order, one bounded page at a time."""
+    return await service.readings_page(pool, device_id, window, limit, cursor)
+
+
+@router.get("/devices/{device_id}/aggregates", tags=["aggregates"], responses=_NOT_FOUND)
+async def device_aggregates(
+    *,
+    pool: PoolDep,
+    settings: SettingsDep,
+    device_id: str,
+    window: TimeRangeDep,
+    metric: Annotated[str, Query(description="a metric of the device's kind, see /contract")],
+    bucket: Annotated[
+        str,
+        Query(
+            description="bucket width: <n><unit>, unit s, m, h (UTC-aligned) or d, w, mo "
+            "(Asia/Almaty calendar), e.g. 1m, 15m, 1h, 1d, 7d, 1mo",
+            examples=["1h"],
+        ),
+    ],
+    fn: AggregateFn = AggregateFn.AVG,
+) -> AggregateSeries:
+    """``fn(metric)`` per time bucket over ``[from, to)``; only buckets holding readings."""
+    return await service.device_aggregates(
+        pool,
+        device_id,
+        metric=metric,
+        bucket=bucket,
+        fn=fn,
+        window=window,
+        max_buckets=settings.api.max_buckets,
+    )
+
+
+# --- ingest and contract ----------------------------------------------------------------------
+
+
+@router.get("/ingest/rejections", tags=["ingest"])
+async def rejections(
+    *,
+    pool: PoolDep,
+    limit: LimitDep,
+    device_id: str | None = None,
+    reason: str | None = None,
+    start: Annotated[
+        AwareDatetime | None, Query(alias="from", description="received at or after")
+    ] = None,
+    end: Annotated[AwareDatetime | None, Query(alias="to", description="received before")] = None,
+) -> RejectionList:
+    """Readings ingest refused, newest first, with the reason and the raw payload."""
+    return await service.rejections(
+        pool, device_id=device_id, reason=reason, start=start, end=end, limit=limit
+    )
+
+
+@router.get("/contract", tags=["contract"])
+async def contract() -> dict[str, Any]:
+    """Every kind's metrics with unit, type and physical range, as devices must send them."""
+    return contract_document()
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+@operations.get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+@operations.get("/", include_in_schema=False)
+async def dashboard() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")

@@ -1,0 +1,150 @@
+"""Request and response models of the REST API (the registry's own models live in devices/)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from devices.contract import District, Kind
+from devices.schemas import Device, Location
+
+# A metric value as stored: integer metrics stay integers, a metric the reading lacked is null.
+MetricValue = int | float | None
+Values = dict[str, MetricValue]
+
+_SPACE_BEFORE_OFFSET: Final = re.compile(r" (\d{2}:?\d{2})$")
+
+
+def _restore_plus(value: Any) -> Any:
+    # An unencoded "+05:00" in a query string arrives as " 05:00"; put the sign back.
+    if isinstance(value, str):
+        return _SPACE_BEFORE_OFFSET.sub(r"+\1", value)
+    return value
+
+
+def _require_offset(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp needs a UTC offset (RFC 3339), e.g. 2025-01-31T00:00:00+05:00")
+    return value
+
+
+# Query timestamps: RFC 3339 with an offset; a naive time would be ambiguous across zones.
+AwareDatetime = Annotated[datetime, BeforeValidator(_restore_plus), AfterValidator(_require_offset)]
+
+
+class ErrorBody(BaseModel):
+    """The shape of every error response."""
+
+    error: str = Field(examples=["device_not_found"])
+    detail: Any = Field(default=None, examples=["no device 'gate-air-001'"])
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+    database: str = Field(examples=["ok"])
+    timescaledb: str = Field(examples=["2.17.2"])
+
+
+class DevicePatch(BaseModel):
+    """A partial update: only the fields sent change; ``location: null`` clears the location and
+    ``metadata`` replaces the whole object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    district: District | None = None
+    location: Location | None = None
+    metadata: dict[str, Any] | None = None
+    enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> DevicePatch:
+        for name in ("district", "metadata", "enabled"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class DevicePage(BaseModel):
+    items: list[Device]
+    total: int = Field(description="devices matching the filters, across all pages")
+    limit: int
+    offset: int
+
+
+class LatestReading(BaseModel):
+    device_id: str
+    kind: Kind
+    district: District
+    ts: datetime = Field(description="reading time reported by the device")
+    received_at: datetime = Field(description="when ingest stored the reading")
+    values: Values
+
+
+class LatestList(BaseModel):
+    items: list[LatestReading]
+
+
+class RawReading(BaseModel):
+    ts: datetime
+    received_at: datetime
+    values: Values
+
+
+class ReadingsPage(BaseModel):
+    items: list[RawReading]
+    next_cursor: str | None = Field(
+        description="pass as ``cursor`` for the next page; null on the last page"
+    )
+
+
+class AggregateFn(StrEnum):
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    SUM = "sum"
+    COUNT = "count"
+
+
+class AggregatePoint(BaseModel):
+    bucket_start: datetime
+    value: MetricValue = Field(description="null when no reading in the bucket has the metric")
+    count: int = Field(description="readings stored in the bucket")
+
+
+class AggregateSeries(BaseModel):
+    device_id: str
+    metric: str
+    unit: str
+    bucket: str
+    fn: AggregateFn
+    items: list[AggregatePoint] = Field(description="buckets holding readings, oldest first")
+
+
+class Rejection(BaseModel):
+    received_at: datetime
+    topic: str
+    kind: str | None
+    device_id: str | None
+    reason: str
+    detail: str
+    payload: str = Field(description="the raw payload as UTF-8, invalid bytes replaced")
+    payload_base64: str | None = Field(
+        description="the exact bytes in base64, only when they are not valid UTF-8"
+    )
+
+
+class RejectionList(BaseModel):
+    items: list[Rejection]
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """A half-open reading-time window ``[start, end)``."""
+
+    start: datetime
+    end: datetime

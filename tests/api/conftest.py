@@ -1,0 +1,58 @@
+"""The API in-process over ASGI, its lifespan run, against the session's real TimescaleDB."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api.app import create_app
+from core.config import Settings
+from devices.contract import Kind, readings_table
+
+
+@asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """A fresh app with its lifespan entered, and a client that talks to it without sockets."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield app, client
+
+
+@pytest.fixture(scope="session")
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(settings) as (_, client):
+        yield client
+
+
+async def insert_readings(
+    pool: asyncpg.Pool,
+    kind: Kind,
+    device_id: str,
+    rows: Sequence[Mapping[str, Any]],
+) -> None:
+    """Store readings as ingest would; each row gives ``ts``, optionally ``received_at``, and
+    any metrics of the kind (the rest stay null)."""
+    batches: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    for row in rows:
+        batches[tuple(row)].append((device_id, *row.values()))
+    for names, records in batches.items():
+        columns = ("device_id", *names)
+        placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+        await pool.executemany(
+            f"INSERT INTO {readings_table(kind)} ({', '.join(columns)}) VALUES ({placeholders})",
+            records,
+        )
+
+
+def parse_ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
