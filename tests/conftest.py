@@ -89,3 +89,27 @@ async def ingest(ingest_settings: Settings) -> AsyncIterator[RunningIngest]:
     async with running_ingest(ingest_settings) as running:
         await running.consumer.connected.wait()
         yield running
+
+
+@pytest.fixture(scope="session")
+async def api_url(settings: Settings) -> AsyncIterator[str]:
+    """The real API served by uvicorn on a free port, for tests that speak HTTP to it."""
+    import asyncio
+
+    import uvicorn
+
+    from api.app import create_app
+
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task

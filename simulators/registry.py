@@ -1,0 +1,86 @@
+"""Registers simulated devices through the API, as an operator would, before they publish."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Final
+
+import httpx
+import structlog
+
+from simulators.schemas import SimDevice
+
+log = structlog.get_logger(__name__)
+
+DEVICES_PATH: Final = "/api/v1/devices"
+DEFAULT_CONCURRENCY: Final = 20
+
+
+class RegistrationError(Exception):
+    """The API refused a device for another reason than that it already exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationResult:
+    created: int
+    existing: int
+
+
+async def register_devices(
+    api_url: str,
+    devices: Sequence[SimDevice],
+    *,
+    api_key: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    timeout_s: float = 10.0,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> RegistrationResult:
+    """``POST /api/v1/devices`` for every device, ``concurrency`` at a time: 201 created and
+    409 already registered are both fine; any other answer raises ``RegistrationError``."""
+    if concurrency < 1:
+        raise ValueError("concurrency must be >= 1")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    limit = asyncio.Semaphore(concurrency)
+    created = existing = 0
+
+    async def register(client: httpx.AsyncClient, device: SimDevice) -> None:
+        nonlocal created, existing
+        async with limit:
+            try:
+                response = await client.post(DEVICES_PATH, json=device.registration())
+            except httpx.HTTPError as exc:
+                raise RegistrationError(
+                    f"could not register {device.device_id} at {api_url}: {exc!r}"
+                ) from exc
+        if response.status_code == HTTPStatus.CREATED:
+            created += 1
+        elif response.status_code == HTTPStatus.CONFLICT:
+            existing += 1
+        else:
+            raise RegistrationError(
+                f"registering {device.device_id} failed: HTTP {response.status_code} "
+                f"{response.text[:300]}"
+            )
+
+    async with httpx.AsyncClient(
+        base_url=api_url.rstrip("/"),
+        headers=headers,
+        timeout=timeout_s,
+        transport=transport,
+        limits=httpx.Limits(max_connections=concurrency),
+    ) as client:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for device in devices:
+                    group.create_task(register(client, device))
+        except* RegistrationError as failures:
+            first = failures.exceptions[0]
+            raise RegistrationError(
+                f"device registration stopped after {len(failures.exceptions)} failure(s); "
+                f"first: {first}"
+            ) from first
+    log.info("devices registered", created=created, existing=existing)
+    return RegistrationResult(created=created, existing=existing)

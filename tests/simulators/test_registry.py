@@ -1,0 +1,100 @@
+"""Registration through the API: created and already-existing are fine, the rest is an error."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from simulators.fleet import build_fleet
+from simulators.registry import RegistrationError, register_devices
+
+
+class FakeApi:
+    """Answers ``POST /api/v1/devices`` like the registry, counting concurrent requests."""
+
+    def __init__(self, existing: set[str] | None = None, fail: str | None = None) -> None:
+        self.existing = existing or set()
+        self.fail = fail
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[httpx.Headers] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        assert request.method == "POST"
+        assert request.url.path == "/api/v1/devices"
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.005)
+            body = json.loads(request.content)
+            self.bodies.append(body)
+            self.headers.append(request.headers)
+            if body["device_id"] == self.fail:
+                return httpx.Response(422, json={"error": "validation", "detail": "nope"})
+            if body["device_id"] in self.existing:
+                return httpx.Response(409, json={"error": "conflict", "detail": "exists"})
+            self.existing.add(body["device_id"])
+            return httpx.Response(201, json=body)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_every_device_is_posted_with_its_kind_district_and_location() -> None:
+    fleet = build_fleet(10, seed=1)
+    api = FakeApi(existing={fleet[0].device_id, fleet[1].device_id})
+    result = await register_devices(
+        "http://api.test/", fleet, concurrency=5, transport=httpx.MockTransport(api)
+    )
+    assert (result.created, result.existing) == (28, 2)
+    assert sorted(body["device_id"] for body in api.bodies) == sorted(d.device_id for d in fleet)
+    first = next(body for body in api.bodies if body["device_id"] == fleet[2].device_id)
+    assert first == {
+        "device_id": fleet[2].device_id,
+        "kind": fleet[2].kind.value,
+        "district": fleet[2].district.value,
+        "location": {"lat": fleet[2].lat, "lon": fleet[2].lon},
+        "metadata": {"simulated": True},
+    }
+    assert 1 < api.max_in_flight <= 5
+
+
+async def test_registering_twice_is_fine() -> None:
+    fleet = build_fleet(3, seed=1)
+    api = FakeApi()
+    transport = httpx.MockTransport(api)
+    await register_devices("http://api.test", fleet, transport=transport)
+    again = await register_devices("http://api.test", fleet, transport=transport)
+    assert (again.created, again.existing) == (0, 9)
+
+
+async def test_an_api_key_is_sent_as_a_bearer_token() -> None:
+    api = FakeApi()
+    await register_devices(
+        "http://api.test",
+        build_fleet(1, seed=1),
+        api_key="secret",
+        transport=httpx.MockTransport(api),
+    )
+    assert {headers["authorization"] for headers in api.headers} == {"Bearer secret"}
+
+
+async def test_any_other_answer_is_an_error() -> None:
+    fleet = build_fleet(4, seed=1)
+    api = FakeApi(fail=fleet[5].device_id)
+    with pytest.raises(RegistrationError, match=rf"{fleet[5].device_id}.*HTTP 422"):
+        await register_devices("http://api.test", fleet, transport=httpx.MockTransport(api))
+
+
+async def test_an_unreachable_api_is_an_error() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(RegistrationError, match="could not register"):
+        await register_devices(
+            "http://api.test", build_fleet(1, seed=1), transport=httpx.MockTransport(refuse)
+        )
