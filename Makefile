@@ -24,3 +24,6 @@ typecheck: provision
 	@$(VENV)/bin/mypy
 
 check: lint typecheck test
+
+bench: provision
+	@$(PY) -m bench.pipeline

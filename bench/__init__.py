@@ -1,0 +1,1 @@
+"""Benchmarks of the pipeline against its physical limits (``make bench``)."""

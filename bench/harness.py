@@ -1,0 +1,144 @@
+"""What every benchmark needs: private services, processes whose peak memory is watched, fast
+publishing, and percentiles."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.config import Settings
+from core.mqtt import connect, make_client, publish_when_possible, wait_published
+from migrations.runner import migrate
+from stack.services import MosquittoBroker, PostgresCluster, free_port, remove_tree
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class BenchServices:
+    postgres: PostgresCluster
+    broker: MosquittoBroker
+
+    def settings(self) -> Settings:
+        return Settings(
+            environment="test",
+            database_url=self.postgres.url,
+            mqtt_url=self.broker.url,
+            log_level="WARNING",
+        )
+
+
+@contextmanager
+def private_services() -> Iterator[BenchServices]:
+    """A TimescaleDB and a Mosquitto of the benchmark's own, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="alatau-bench-"))
+    folder.chmod(0o755)
+    postgres = PostgresCluster(folder / "postgres", free_port())
+    broker = MosquittoBroker(folder / "mosquitto", free_port())
+    try:
+        postgres.start()
+        migrate(postgres.url)
+        broker.start()
+        yield BenchServices(postgres, broker)
+    finally:
+        broker.stop()
+        postgres.stop(mode="immediate")
+        remove_tree(folder)
+
+
+class Process:
+    """A child process (``python -m module``) whose peak resident memory is sampled."""
+
+    def __init__(self, module: str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            env={**os.environ, **(env or {})},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.peak_rss_mib = 0.0
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        status = Path(f"/proc/{self.popen.pid}/status")
+        while self.popen.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_rss_mib = max(self.peak_rss_mib, int(line.split()[1]) / 1024)
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            time.sleep(0.2)
+
+    def output(self, timeout_s: float = 300) -> str:
+        stdout, _ = self.popen.communicate(timeout=timeout_s)
+        return stdout
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def ingest_env(settings: Settings, client_id: str, group: str | None = None) -> dict[str, str]:
+    """Each measurement gets a share group of its own: Mosquitto keeps routing a group's share to
+    the persistent sessions of stopped ingesters, so reusing a group would starve the next one."""
+    return {
+        "DATABASE_URL": settings.database_url,
+        "MQTT_URL": settings.mqtt_url,
+        "ALATAU_INGEST__CLIENT_ID": client_id,
+        "ALATAU_INGEST__SHARE_GROUP": group or f"g-{client_id}",
+        "ALATAU_LOG_LEVEL": "WARNING",
+    }
+
+
+async def publish_all(
+    settings: Settings, messages: Sequence[tuple[str, bytes]], publishers: int = 2
+) -> float:
+    """Publish at QoS 1 over several connections; returns seconds until the broker acked all."""
+
+    async def one(chunk: Sequence[tuple[str, bytes]]) -> None:
+        client = make_client(settings.mqtt, f"bench-pub-{uuid.uuid4().hex[:8]}")
+        await connect(client, settings.mqtt)
+        try:
+            for n, (topic, payload) in enumerate(chunk):
+                await publish_when_possible(client, topic, payload)
+                if n % 500 == 0:
+                    await asyncio.sleep(0)
+            await wait_published(client)
+        finally:
+            await client.disconnect()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(messages[n::publishers]) for n in range(publishers)))
+    return time.perf_counter() - started
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
