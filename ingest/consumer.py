@@ -14,7 +14,6 @@ from core.config import Settings
 from core.mqtt import connect, make_client
 from devices.contract import TOPIC_ROOT, Kind, is_valid_device_id
 from devices.contract import utc_now as now
-from ingest import metrics
 from ingest.parser import parse_message
 from ingest.service import IngestService
 
@@ -95,7 +94,6 @@ class MqttConsumer:
             max_payload_bytes=self._settings.ingest.max_payload_bytes,
             late_window=self._late_window,
         )
-        metrics.MESSAGES_RECEIVED.labels(message.kind.value if message.kind else "none").inc()
         await self._service.submit(message)
         return PUBACK_SUCCESS
 

@@ -31,9 +31,12 @@ COMMIT_SECONDS: Final = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 QUEUED_READINGS: Final = Gauge(
-    "alatau_ingest_queued_readings", "readings waiting for the next database write"
+    "alatau_ingest_queued_readings", "readings taken into the latest batch (queue depth)"
 )
-UNACKED: Final = Gauge("alatau_ingest_unacked_messages", "messages received and not yet acked")
+UNACKED: Final = Gauge(
+    "alatau_ingest_unacked_messages",
+    "messages of the latest batch, unacknowledged until it commits",
+)
 DB_RETRIES: Final = Counter(
     "alatau_ingest_db_retries_total", "batch writes retried after an outage"
 )

@@ -77,14 +77,10 @@ class IngestService:
             self._has_items.set()
         self._pending.append((message, future))
         self._pending_readings += message.size
-        metrics.QUEUED_READINGS.set(self._pending_readings)
-        metrics.UNACKED.inc()
         if self._pending_readings >= self._settings.batch_size:
             self._full.set()
-        try:
-            await future
-        finally:
-            metrics.UNACKED.dec()
+        # Gauges and counters move once per batch, not per message: this is the hot path.
+        await future
 
     async def run(self) -> None:
         """Flush batches until ``close`` is called; then write what is left and return."""
@@ -127,8 +123,15 @@ class IngestService:
 
     def _take(self) -> list[tuple[ParsedMessage, asyncio.Future[None]]]:
         batch, self._pending = self._pending, []
+        metrics.QUEUED_READINGS.set(self._pending_readings)
+        metrics.UNACKED.set(len(batch))
+        received: dict[str, int] = {}
+        for message, _ in batch:
+            kind = message.kind.value if message.kind else "none"
+            received[kind] = received.get(kind, 0) + 1
+        for kind, count in received.items():
+            metrics.MESSAGES_RECEIVED.labels(kind).inc(count)
         self._pending_readings = 0
-        metrics.QUEUED_READINGS.set(0)
         self._has_items.clear()
         self._full.clear()
         return batch

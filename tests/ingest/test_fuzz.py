@@ -10,11 +10,13 @@ import asyncpg
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from core.config import Settings
 from devices.contract import METRICS, Kind, telemetry_topic
+from devices.schemas import READING_MODELS
 from ingest.app import RunningIngest
-from ingest.parser import parse_message
+from ingest.parser import _fast_validate, parse_message
 from ingest.schemas import Reason
 from tests.support import eventually, publish, register
 
@@ -46,6 +48,33 @@ def near_valid_reading(draw: st.DrawFn, kind: Kind) -> dict[str, object]:
         reading[name] = draw(st.one_of(st.floats(-1e4, 1e4), st.integers(-10, 10**6), json_scalars))
     if draw(st.integers(0, 9)) == 0:
         reading[draw(st.text(min_size=1, max_size=8))] = draw(json_scalars)
+    return reading
+
+
+@st.composite
+def valid_reading(draw: st.DrawFn, kind: Kind) -> dict[str, object]:
+    """A reading within the contract: the fast path must take it and agree with the model."""
+    reading: dict[str, object] = {
+        "ts": draw(
+            st.one_of(
+                st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+                st.integers(min_value=0, max_value=253_402_300_799_999),
+            )
+        )
+    }
+    metrics = METRICS[kind]
+    chosen = draw(st.lists(st.sampled_from(metrics), unique=True, min_size=1))
+    for metric in chosen:
+        low = -1e12 if metric.minimum is None else metric.minimum
+        high = 1e12 if metric.maximum is None else metric.maximum
+        if metric.integer:
+            reading[metric.name] = draw(st.integers(int(low), int(high)))
+        else:
+            reading[metric.name] = draw(
+                st.one_of(st.floats(low, high), st.integers(int(low), int(high)))
+            )
+    if draw(st.booleans()):
+        reading[draw(st.sampled_from(metrics)).name] = None
     return reading
 
 
@@ -152,3 +181,24 @@ async def test_fuzzed_messages_through_the_pipeline_end_stored_or_rejected(
         "SELECT DISTINCT reason FROM ingest_rejections WHERE device_id = $1", device
     )
     assert {r["reason"] for r in reasons} <= {reason.value for reason in Reason}
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), kind=st.sampled_from(list(Kind)))
+def test_the_fast_path_accepts_exactly_what_the_model_accepts_with_the_same_values(
+    data: st.DataObject, kind: Kind
+) -> None:
+    drawn = data.draw(st.one_of(valid_reading(kind), near_valid_reading(kind)))
+    reading = json.loads(json.dumps(drawn))
+    fast = _fast_validate(kind, reading)
+    try:
+        model = READING_MODELS[kind].model_validate(reading)
+    except ValidationError:
+        assert fast is None
+        return
+    assert fast is not None
+    ts, values = fast
+    assert ts == model.ts
+    expected = [getattr(model, name) for name in model.metric_fields()]
+    assert values == expected
+    assert [type(v) for v in values] == [type(v) for v in expected]
