@@ -17,6 +17,8 @@ from ingest.service import IngestService
 
 log = structlog.get_logger(__name__)
 
+POOL_CLOSE_TIMEOUT_S = 10.0
+
 
 @dataclass
 class RunningIngest:
@@ -51,4 +53,8 @@ async def running_ingest(settings: Settings) -> AsyncIterator[RunningIngest]:
             await consumer.stop()
             log.info("ingest stopped", **vars(service.totals))
     finally:
-        await pool.close()
+        try:
+            await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("database pool did not drain; terminating its connections")
+            pool.terminate()

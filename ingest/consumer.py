@@ -4,7 +4,7 @@ acknowledged only when the service says it is stored or rejected."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Final
 
 import gmqtt
@@ -12,9 +12,9 @@ import structlog
 
 from core.config import Settings
 from core.mqtt import connect, make_client
-from devices.contract import TOPIC_ROOT, Kind, is_valid_device_id
+from devices.contract import TOPIC_ROOT
 from devices.contract import utc_now as now
-from ingest.parser import parse_message
+from ingest.parser import parse_message, parse_status
 from ingest.service import IngestService
 
 log = structlog.get_logger(__name__)
@@ -22,7 +22,6 @@ log = structlog.get_logger(__name__)
 PUBACK_SUCCESS: Final = 0
 # MQTT 5 caps Receive Maximum at 65,535 unacknowledged messages per session.
 _RECEIVE_MAXIMUM_CAP: Final = 65_535
-_STATUSES: Final = frozenset({"online", "offline"})
 
 
 def telemetry_subscription(share_group: str) -> str:
@@ -85,23 +84,14 @@ class MqttConsumer:
     ) -> int:
         received_at = now()
         if topic.endswith("/status"):
-            await self._on_status(topic, payload, received_at)
-            return PUBACK_SUCCESS
-        message = parse_message(
-            topic,
-            payload,
-            received_at,
-            max_payload_bytes=self._settings.ingest.max_payload_bytes,
-            late_window=self._late_window,
-        )
+            message = parse_status(topic, payload, received_at)
+        else:
+            message = parse_message(
+                topic,
+                payload,
+                received_at,
+                max_payload_bytes=self._settings.ingest.max_payload_bytes,
+                late_window=self._late_window,
+            )
         await self._service.submit(message)
         return PUBACK_SUCCESS
-
-    async def _on_status(self, topic: str, payload: bytes, received_at: datetime) -> None:
-        parts = topic.split("/")
-        status = payload.decode("utf-8", errors="replace").strip().lower()
-        kind = {k.value: k for k in Kind}.get(parts[1]) if len(parts) == 4 else None
-        if kind is None or not is_valid_device_id(parts[2]) or status not in _STATUSES:
-            log.warning("ignored a malformed status message", topic=topic, payload=status[:64])
-            return
-        await self._service.record_status(kind, parts[2], status, received_at)

@@ -44,10 +44,13 @@ _RANGE_ERRORS: Final = frozenset(
 )
 
 
-def parse_topic(topic: str) -> tuple[Kind, str] | None:
-    """``alatau/{kind}/{device_id}/telemetry`` to (kind, device_id), or None if it is not one."""
+_STATUSES: Final = frozenset({"online", "offline"})
+
+
+def parse_topic(topic: str, leaf: str = "telemetry") -> tuple[Kind, str] | None:
+    """``alatau/{kind}/{device_id}/{leaf}`` to (kind, device_id), or None if it is not one."""
     parts = topic.split("/")
-    if len(parts) != 4 or parts[0] != TOPIC_ROOT or parts[3] != "telemetry":
+    if len(parts) != 4 or parts[0] != TOPIC_ROOT or parts[3] != leaf:
         return None
     kind = _KINDS.get(parts[1])
     if kind is None or not is_valid_device_id(parts[2]):
@@ -76,6 +79,22 @@ def _classify(error: ValidationError) -> tuple[Reason, str]:
             found.append(Reason.WRONG_TYPE)
     reason = min(found, key=_REASON_ORDER.index) if found else Reason.WRONG_TYPE
     return reason, "; ".join(details)
+
+
+def parse_status(topic: str, payload: bytes, received_at: datetime) -> ParsedMessage:
+    """A device's retained ``online``/``offline`` (its Last Will); anything else is refused."""
+    target = parse_topic(topic, leaf="status")
+    kind, device_id = target if target is not None else (None, None)
+    message = ParsedMessage(topic, payload, received_at, kind, device_id)
+    if kind is None or device_id is None:
+        message.reject_all(Reason.INVALID_TOPIC, f"topic {topic!r} is not a status topic")
+        return message
+    status = payload.decode("utf-8", errors="replace").strip().lower()
+    if status in _STATUSES:
+        message.status = status
+    else:
+        message.reject_all(Reason.INVALID_STATUS, f"status {status[:64]!r}: online or offline")
+    return message
 
 
 def parse_message(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Final, NamedTuple
 
 from core.db import Connection
@@ -69,29 +69,33 @@ async def store_rejections(conn: Connection, records: Iterable[tuple[Any, ...]])
     )
 
 
-async def touch_devices(conn: Connection, device_ids: Sequence[str]) -> None:
-    """Mark devices as seen now. Rows are locked in id order so replicas touching the same
-    devices queue behind each other instead of deadlocking."""
+class DeviceUpdate(NamedTuple):
+    device_id: str
+    kind: Kind
+    seen: bool
+    status: str | None
+
+
+async def update_devices(conn: Connection, updates: Sequence[DeviceUpdate]) -> None:
+    """Last-seen times and online/offline states of a batch in one statement. Rows are locked in
+    id order so replicas updating the same devices queue behind each other, never deadlock."""
+    ordered = sorted(updates)
     await conn.execute(
-        "WITH locked AS (SELECT device_id FROM devices WHERE device_id = ANY($1::text[])"
-        " ORDER BY device_id FOR UPDATE)"
-        " UPDATE devices AS d SET last_seen = now() FROM locked"
-        " WHERE d.device_id = locked.device_id AND (d.last_seen IS NULL OR d.last_seen < now())",
-        list(device_ids),
+        "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[])"
+        "  AS u(device_id, kind, seen, status)),"
+        " locked AS (SELECT d.device_id FROM devices AS d JOIN v"
+        "  ON d.device_id = v.device_id AND d.kind = v.kind ORDER BY d.device_id FOR UPDATE OF d)"
+        " UPDATE devices AS d SET"
+        "  last_seen = CASE WHEN v.seen THEN now() ELSE d.last_seen END,"
+        "  status = coalesce(v.status, d.status),"
+        "  updated_at = CASE WHEN v.status IS NULL THEN d.updated_at ELSE now() END"
+        " FROM v JOIN locked ON locked.device_id = v.device_id"
+        " WHERE d.device_id = v.device_id",
+        [u.device_id for u in ordered],
+        [u.kind.value for u in ordered],
+        [u.seen for u in ordered],
+        [u.status for u in ordered],
     )
-
-
-async def set_device_status(
-    conn: Connection, device_id: str, kind: Kind, status: str, at: datetime
-) -> bool:
-    result = await conn.execute(
-        "UPDATE devices SET status = $3, updated_at = $4 WHERE device_id = $1 AND kind = $2",
-        device_id,
-        kind.value,
-        status,
-        at,
-    )
-    return result != "UPDATE 0"
 
 
 # Any constant shared by every replica: only the one holding it applies retention.

@@ -31,6 +31,7 @@ class Reason(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     DEVICE_DISABLED = "device_disabled"
     KIND_MISMATCH = "kind_mismatch"
+    INVALID_STATUS = "invalid_status"
     STORAGE_ERROR = "storage_error"
 
 
@@ -53,6 +54,7 @@ REASON_DESCRIPTIONS: Final[dict[Reason, str]] = {
     Reason.UNKNOWN_DEVICE: "the device is not registered",
     Reason.DEVICE_DISABLED: "the device is registered but disabled",
     Reason.KIND_MISMATCH: "the device is registered under another kind than the topic's",
+    Reason.INVALID_STATUS: "a status message says neither online nor offline",
     Reason.STORAGE_ERROR: "the database refused the reading itself (not an outage)",
 }
 
@@ -102,11 +104,12 @@ class ParsedMessage:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     device_checked: bool = False
+    status: str | None = None
 
     @property
     def size(self) -> int:
-        """Readings in the message, stored or refused; an unusable payload counts as one."""
-        return len(self.rows) + len(self.rejections)
+        """Readings in the message, stored or refused; an unusable payload or a status is one."""
+        return len(self.rows) + len(self.rejections) + (self.status is not None)
 
     def reject_all(self, reason: Reason, detail: str) -> None:
         """Refuse every reading of the message at once, keeping the whole payload once."""

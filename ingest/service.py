@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Final
 
 import asyncpg
@@ -17,7 +17,7 @@ from core.config import IngestSettings
 from core.db import Connection
 from devices.contract import Kind
 from ingest import metrics, repository
-from ingest.repository import DeviceState
+from ingest.repository import DeviceState, DeviceUpdate
 from ingest.schemas import FlushResult, ParsedMessage, Reason
 
 log = structlog.get_logger(__name__)
@@ -175,12 +175,21 @@ class IngestService:
             await self._check_devices(conn, messages)
             rows_by_kind: dict[Kind, list[tuple[Any, ...]]] = {}
             rejections = []
-            seen: set[str] = set()
+            devices: dict[str, DeviceUpdate] = {}
             for message in messages:
-                if message.rows and message.kind is not None and message.device_id is not None:
-                    rows_by_kind.setdefault(message.kind, []).extend(message.rows)
-                    seen.add(message.device_id)
                 rejections.extend(message.rejections)
+                if message.kind is None or message.device_id is None:
+                    continue
+                if message.rows:
+                    rows_by_kind.setdefault(message.kind, []).extend(message.rows)
+                earlier = devices.get(message.device_id)
+                if message.rows or message.status is not None:
+                    devices[message.device_id] = DeviceUpdate(
+                        message.device_id,
+                        message.kind,
+                        bool(message.rows) or (earlier is not None and earlier.seen),
+                        message.status or (earlier.status if earlier else None),
+                    )
             received = sum(len(rows) for rows in rows_by_kind.values())
             inserted = 0
             async with conn.transaction():
@@ -191,8 +200,8 @@ class IngestService:
                     metrics.READINGS_DUPLICATE.labels(kind.value).inc(len(rows) - new)
                 if rejections:
                     await repository.store_rejections(conn, (r.record() for r in rejections))
-                if seen:
-                    await repository.touch_devices(conn, sorted(seen))
+                if devices:
+                    await repository.update_devices(conn, list(devices.values()))
         for rejection in rejections:
             metrics.READINGS_REJECTED.labels(rejection.reason.value).inc()
         metrics.BATCH_SIZE.observe(received + len(rejections))
@@ -229,6 +238,9 @@ class IngestService:
         for message in messages:
             if message.device_checked or message.device_id is None or message.kind is None:
                 continue
+            if message.status is not None:
+                # A status of an unknown device changes nothing; the UPDATE matches no row.
+                continue
             message.device_checked = True
             state = self._devices.get(message.device_id)
             if state is None:
@@ -245,21 +257,6 @@ class IngestService:
                     f"device {message.device_id!r} is registered as {state.kind.value}, "
                     f"not {message.kind.value}",
                 )
-
-    async def record_status(self, kind: Kind, device_id: str, status: str, at: datetime) -> None:
-        """Store a device's online/offline state from its retained status topic."""
-        delay = self._settings.retry_initial_s
-        while True:
-            try:
-                async with self._pool.acquire() as conn:
-                    known = await repository.set_device_status(conn, device_id, kind, status, at)
-                break
-            except TRANSIENT_ERRORS as exc:
-                log.warning("database unavailable for a status update", error=repr(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.retry_max_s)
-        if not known:
-            log.info("status from an unregistered device", device_id=device_id, status=status)
 
     async def apply_retention(self) -> int | None:
         """Drop rejection chunks past their retention; None if another replica holds the job."""

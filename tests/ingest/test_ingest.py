@@ -179,3 +179,20 @@ async def test_retention_drops_old_rejection_chunks_and_keeps_recent_ones(
         "SELECT received_at FROM ingest_rejections WHERE device_id = $1", device
     )
     assert [r["received_at"] > now - timedelta(days=1) for r in remaining] == [True]
+
+
+async def test_a_storm_of_last_wills_is_written_in_batches_and_acknowledged(
+    ingest: RunningIngest, ingest_settings: Settings, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    devices = [f"will{n}-{unique}" for n in range(300)]
+    for device in devices:
+        await register(db_pool, device, Kind.TRAFFIC)
+    await publish(ingest_settings, [(status_topic(Kind.TRAFFIC, d), "offline") for d in devices])
+    offline = await eventually(
+        lambda: db_pool.fetchval(
+            "SELECT count(*) FROM devices WHERE device_id = ANY($1::text[]) AND status = 'offline'",
+            devices,
+        ),
+        lambda n: n == len(devices),
+    )
+    assert offline == len(devices)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from devices.contract import Kind
-from ingest.parser import parse_message, parse_topic
+from ingest.parser import parse_message, parse_status, parse_topic
 from ingest.schemas import Reason
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -117,3 +117,24 @@ def test_topics_outside_the_contract_are_refused(topic: str) -> None:
 def test_topic_parsing() -> None:
     assert parse_topic("alatau/air/Golden_air-07/telemetry") == (Kind.AIR, "Golden_air-07")
     assert parse_topic("alatau/air//telemetry") is None
+
+
+@pytest.mark.parametrize(("payload", "status"), [(b"online", "online"), (b" OFFLINE\n", "offline")])
+def test_status_messages_carry_the_state(payload: bytes, status: str) -> None:
+    message = parse_status("alatau/air/a-1/status", payload, NOW)
+    assert (message.kind, message.device_id, message.status) == (Kind.AIR, "a-1", status)
+    assert message.rows == []
+    assert message.rejections == []
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        ("alatau/air/a-1/status", b"sleepy", Reason.INVALID_STATUS),
+        ("alatau/water/a-1/status", b"online", Reason.INVALID_TOPIC),
+    ],
+)
+def test_bad_status_messages_are_refused(topic: str, payload: bytes, reason: Reason) -> None:
+    message = parse_status(topic, payload, NOW)
+    assert message.status is None
+    assert [r.reason for r in message.rejections] == [reason]
