@@ -13,7 +13,9 @@ def configure_logging(level: str = "INFO", fmt: str = "console", process: str = 
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -38,5 +40,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console", process: str = 
     root.setLevel(level.upper())
     # gmqtt logs every reconnect attempt at INFO and every packet at DEBUG.
     logging.getLogger("gmqtt").setLevel(max(logging.WARNING, root.level))
+    # One line per outgoing request drowns what matters (the simulator registers hundreds).
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
     if process:
         structlog.contextvars.bind_contextvars(process=process)

@@ -76,7 +76,11 @@ class Stack:
         say(f"database migrated ({len(applied)} new migrations)")
 
     def spawn(self, name: str, *args: str) -> None:
-        process = subprocess.Popen([sys.executable, "-m", *args], env=self.env, cwd=ROOT)
+        # A session of its own: Ctrl-C reaches only us, and we stop the children in order
+        # (the simulator's last statuses must still find ingest running).
+        process = subprocess.Popen(
+            [sys.executable, "-m", *args], env=self.env, cwd=ROOT, start_new_session=True
+        )
         self.processes.append((name, process))
 
     def start_processes(self, api_url: str) -> None:
