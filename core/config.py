@@ -62,6 +62,12 @@ class IngestSettings(BaseModel):
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)
     metrics_port: int | None = Field(default=None, description="Prometheus exporter port")
+    retire_on_stop: bool = Field(
+        default=False,
+        description="leave the share group for good on stop: drain, then end the session "
+        "(for scaling down; a restarting replica keeps its session instead)",
+    )
+    retire_quiet_s: float = Field(default=2.0, gt=0, description="drained after this silence")
     rejections_retention_days: float = Field(default=30, gt=0)
     retention_interval_s: float = Field(default=3600, gt=0, description="how often to apply it")
 
@@ -72,6 +78,42 @@ class ApiSettings(BaseModel):
     max_page_size: int = Field(default=10_000, ge=1)
     default_page_size: int = Field(default=1000, ge=1)
     max_buckets: int = Field(default=10_000, ge=1)
+
+
+class LiveSettings(BaseModel):
+    """Live feeds of the api: its own MQTT subscription, fanned out to SSE/WebSocket clients."""
+
+    enabled: bool = True
+    client_id_prefix: str = "alatau-api-live"
+    heartbeat_s: float = Field(default=15.0, gt=0, description="keep-alive period of a feed")
+    max_connection_s: float = Field(default=3600.0, gt=0, description="then the client reconnects")
+    reconnect_ms: int = Field(default=1000, ge=0, description="reconnect hint sent to clients")
+    device_refresh_s: float = Field(default=30.0, gt=0, description="registry re-read period")
+    unknown_device_recheck_s: float = Field(default=5.0, ge=0)
+    max_clients: int = Field(default=1000, ge=1)
+
+
+class AlertSettings(BaseModel):
+    """The alert evaluator runs in every api replica; an advisory lock lets one work at a time."""
+
+    enabled: bool = True
+    evaluate_interval_s: float = Field(default=5.0, gt=0)
+
+
+class RollupSettings(BaseModel):
+    """The rollup worker (``python -m rollups``) and retention per tier (days; None keeps all)."""
+
+    interval_s: float = Field(default=1.0, gt=0, description="pause when nothing is dirty")
+    batch_minutes: int = Field(default=5000, ge=1, description="dirty minutes per transaction")
+    raw_retention_days: float | None = Field(default=30, gt=0)
+    minute_retention_days: float | None = Field(default=365, gt=0)
+    hour_retention_days: float | None = Field(default=None, gt=0)
+    day_retention_days: float | None = Field(default=None, gt=0)
+    retention_interval_s: float = Field(default=3600, gt=0, description="how often to apply it")
+    compress_after_days: float = Field(default=30, gt=0, description="licensed edition only")
+    expected_interval_s: float = Field(
+        default=60, gt=0, description="a device's reading period unless its metadata says"
+    )
 
 
 class SimulatorSettings(BaseModel):
@@ -98,7 +140,10 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     ingest: IngestSettings = IngestSettings()
     api: ApiSettings = ApiSettings()
+    live: LiveSettings = LiveSettings()
+    alerts: AlertSettings = AlertSettings()
     simulator: SimulatorSettings = SimulatorSettings()
+    rollups: RollupSettings = RollupSettings()
 
     @field_validator("mqtt_url")
     @classmethod

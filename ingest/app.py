@@ -55,12 +55,15 @@ async def running_ingest(settings: Settings) -> AsyncIterator[RunningIngest]:
             yield RunningIngest(service, consumer)
         finally:
             retention.cancel()
+            retiring = settings.ingest.retire_on_stop and consumer.connected.is_set()
+            if retiring:
+                await consumer.leave_share_group(settings.ingest.retire_quiet_s)
             service.close()
             try:
                 await asyncio.wait_for(asyncio.shield(flusher), timeout=30)
             except TimeoutError:
                 flusher.cancel()
-            await consumer.stop()
+            await consumer.stop(end_session=retiring)
             log.info("ingest stopped", **vars(service.totals))
     finally:
         try:

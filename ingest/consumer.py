@@ -4,6 +4,7 @@ acknowledged only when the service says it is stored or rejected."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 from typing import Any, Final
 
@@ -52,12 +53,27 @@ class MqttConsumer:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.connected = asyncio.Event()
+        self._last_message_at = time.monotonic()
 
     async def start(self) -> None:
         await connect(self.client, self._settings.mqtt)
 
-    async def stop(self) -> None:
-        await self.client.disconnect()
+    async def stop(self, *, end_session: bool = False) -> None:
+        if end_session:
+            await self.client.disconnect(session_expiry_interval=0)
+        else:
+            await self.client.disconnect()
+
+    async def leave_share_group(self, quiet_s: float) -> None:
+        """Stop the broker routing new messages to us, then take what it still holds for this
+        session: Mosquitto keeps queueing a share for a stopped member until its session ends."""
+        group = self._settings.ingest.share_group
+        self.client.unsubscribe([telemetry_subscription(group), status_subscription(group)])
+        self._last_message_at = time.monotonic()
+        # Waiting for silence, which no event signals: sleep until quiet_s after the last message.
+        while (remaining := quiet_s - (time.monotonic() - self._last_message_at)) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(remaining)
+        log.info("left the share group", group=group)
 
     def _on_connect(self, client: gmqtt.Client, session_present: int, rc: int, props: Any) -> None:
         group = self._settings.ingest.share_group
@@ -83,6 +99,7 @@ class MqttConsumer:
         self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, properties: Any
     ) -> int:
         received_at = now()
+        self._last_message_at = time.monotonic()
         if topic.endswith("/status"):
             message = parse_status(topic, payload, received_at)
         else:

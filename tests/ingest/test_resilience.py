@@ -96,6 +96,10 @@ class IngestProcess:
             if line.startswith("alatau_ingest_messages_received_total{")
         )
 
+    async def exit_code(self) -> int | None:
+        assert self.process is not None
+        return await asyncio.to_thread(self.process.wait, 30)
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
@@ -165,9 +169,11 @@ async def stored(pool: asyncpg.Pool) -> int:
     return count
 
 
-async def assert_all_stored_once(services: Services, messages: list[tuple[str, bytes]]) -> None:
+async def assert_all_stored_once(
+    services: Services, messages: list[tuple[str, bytes]], timeout_s: float = 180
+) -> None:
     total = await eventually(
-        lambda: stored(services.pool), lambda n: n >= len(messages), timeout_s=180
+        lambda: stored(services.pool), lambda n: n >= len(messages), timeout_s=timeout_s
     )
     assert total == len(messages)
     row = await services.pool.fetchrow(
@@ -250,3 +256,25 @@ async def test_two_replicas_on_one_shared_subscription_store_each_reading_once(
     finally:
         for replica in replicas:
             replica.stop()
+
+
+async def test_a_retired_replica_leaves_nothing_behind_in_its_session(services: Services) -> None:
+    """Scaling down: Mosquitto keeps routing a share of the stream to a stopped member's
+    persistent session. A replica stopped with retire_on_stop drains and ends its session, so
+    what is published afterwards all reaches the replica that stays."""
+    stays = IngestProcess(services.settings, "ingest-stays")
+    leaves = IngestProcess(services.settings, "ingest-leaves")
+    leaves.env["ALATAU_INGEST__RETIRE_ON_STOP"] = "true"
+    stays.start()
+    leaves.start()
+    try:
+        await wait_until_ingesting(services)
+        await asyncio.sleep(1)
+        await asyncio.to_thread(leaves.stop)
+        assert await leaves.exit_code() == 0
+        messages = stream(4_000)
+        await publish_stream(services.settings, messages, "pub-retire")
+        await assert_all_stored_once(services, messages, timeout_s=30)
+    finally:
+        stays.stop()
+        leaves.stop()
