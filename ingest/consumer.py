@@ -54,11 +54,13 @@ class MqttConsumer:
         self.client.on_message = self._on_message
         self.connected = asyncio.Event()
         self._last_message_at = time.monotonic()
+        self._stopping = False
 
     async def start(self) -> None:
         await connect(self.client, self._settings.mqtt)
 
     async def stop(self, *, end_session: bool = False) -> None:
+        self._stopping = True
         if end_session:
             await self.client.disconnect(session_expiry_interval=0)
         else:
@@ -93,7 +95,12 @@ class MqttConsumer:
 
     def _on_disconnect(self, client: gmqtt.Client, packet: Any, exc: Any = None) -> None:
         self.connected.clear()
-        log.warning("disconnected from the broker; reconnecting", error=repr(exc) if exc else None)
+        if self._stopping:
+            log.info("disconnected from the broker")
+        else:
+            log.warning(
+                "disconnected from the broker; reconnecting", error=repr(exc) if exc else None
+            )
 
     async def _on_message(
         self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, properties: Any
