@@ -1,4 +1,10 @@
 # One image for ingest, api and the simulator; the command picks the process.
+# The dashboard's libraries come from the npm registry at build time (never committed).
+FROM node:20-slim AS frontend
+WORKDIR /frontend
+COPY frontend/package.json frontend/package-lock.json frontend/copy-vendor.mjs ./
+RUN mkdir -p /api/static && npm ci --no-audit --no-fund && npm run build
+
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
@@ -7,6 +13,8 @@ COPY core core
 COPY devices devices
 COPY ingest ingest
 COPY api api
+COPY --from=frontend /api/static/vendor api/static/vendor
+COPY alerts alerts
 COPY simulators simulators
 COPY migrations migrations
 COPY stack stack

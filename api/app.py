@@ -11,11 +11,15 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from alerts import routes as alert_routes
 from api import routes
 from api.errors import DATABASE_GONE, ApiError
+from api.live import routes as live_routes
 from api.metrics import RequestMetricsMiddleware
+from api.realtime import realtime
 from core.config import Settings, get_settings
 from core.db import create_pool
 
@@ -39,7 +43,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.pool = pool
     log.info("api started", environment=settings.environment)
     try:
-        yield
+        async with realtime(app, settings, pool):
+            yield
     finally:
         try:
             await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_TIMEOUT_S)
@@ -115,4 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(routes.router)
     app.include_router(routes.operations)
+    app.include_router(live_routes.router)
+    app.include_router(alert_routes.router)
+    app.mount("/static", StaticFiles(directory=routes.STATIC_DIR), name="static")
     return app

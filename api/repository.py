@@ -9,9 +9,8 @@ from typing import Any, Final
 
 import asyncpg
 
-from api.schemas import AggregateFn
 from core.db import Connection
-from devices.contract import METRICS_BY_NAME, District, Kind, Metric, metric_names, readings_table
+from devices.contract import District, Kind, metric_names, readings_table
 
 _DEVICE_COLUMNS: Final = (
     "device_id, kind, district, lat, lon, metadata, enabled, status, last_seen, created_at"
@@ -198,53 +197,19 @@ async def readings(
     return await conn.fetch(_READINGS[kind, after_cursor], device_id, lower, upper, limit)
 
 
-# --- aggregates -------------------------------------------------------------------------------
-
-# avg of an integer column is numeric in Postgres; cast so JSON gets a plain number.
-_FN_SQL: Final = {
-    AggregateFn.AVG: "avg({column})::double precision",
-    AggregateFn.MIN: "min({column})",
-    AggregateFn.MAX: "max({column})",
-    AggregateFn.SUM: "sum({column})",
-    AggregateFn.COUNT: "count({column})",
-}
+# --- aggregates (the tiered SQL itself lives in rollups/) -----------------------------------
 
 
-def _aggregate_sql(kind: Kind, metric: Metric, fn: AggregateFn, city_calendar: bool) -> str:
-    if METRICS_BY_NAME[kind].get(metric.name) is not metric:
-        raise ValueError(f"{metric.name!r} is not a {kind.value} metric")
-    value = _FN_SQL[fn].format(column=metric.name)
-    bucket = (
-        "time_bucket($1::text::interval, ts, $5::text)"
-        if city_calendar
-        else "time_bucket($1::text::interval, ts)"
-    )
-    return (
-        f"SELECT {bucket} AS bucket_start, {value} AS value, count(*) AS count"
-        f" FROM {readings_table(kind)}"
-        " WHERE device_id = $2 AND ts >= $3 AND ts < $4"
-        " GROUP BY bucket_start ORDER BY bucket_start"
-    )
-
-
-async def aggregate(
-    conn: Connection,
-    kind: Kind,
-    metric: Metric,
-    fn: AggregateFn,
-    device_id: str,
-    *,
-    interval: str,
-    timezone: str | None,
-    start: datetime,
-    end: datetime,
+async def devices_of(
+    conn: Connection, kind: Kind, district: District | None
 ) -> list[asyncpg.Record]:
-    """``fn(metric)`` per bucket of one device; buckets follow ``timezone``'s calendar if given."""
-    sql = _aggregate_sql(kind, metric, fn, timezone is not None)
-    args: list[Any] = [interval, device_id, start, end]
-    if timezone is not None:
-        args.append(timezone)
-    return await conn.fetch(sql, *args)
+    """Every device of a kind (in a district if given), enabled or not: history counts."""
+    return await conn.fetch(
+        "SELECT device_id, metadata FROM devices"
+        " WHERE kind = $1 AND ($2::text IS NULL OR district = $2) ORDER BY device_id",
+        kind.value,
+        district.value if district else None,
+    )
 
 
 # --- rejections -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -9,12 +10,15 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import FileResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from api import service
+from api import aggregates, service, summary
 from api.dependencies import LimitDep, PoolDep, SettingsDep, TimeRangeDep
 from api.schemas import (
     AggregateFn,
+    AggregateScope,
     AggregateSeries,
+    AreaSummary,
     AwareDatetime,
+    CitySummary,
     DevicePage,
     DevicePatch,
     ErrorBody,
@@ -132,6 +136,23 @@ async def readings(
     return await service.readings_page(pool, device_id, window, limit, cursor)
 
 
+_METRIC_DOC: Final = "a metric, see /contract (district and city: any kind's metric)"
+_BUCKET_DOC: Final = (
+    "bucket width: <n><unit>, unit s, m, h (UTC-aligned) or d, w, mo (Asia/Almaty calendar),"
+    " e.g. 1m, 15m, 1h, 1d, 7d, 1mo"
+)
+_FN_DOC: Final = (
+    "avg, min, max, sum, count; increase (energy_kwh: consumption, meter resets handled);"
+    " rate (vehicle_count, heavy_vehicle_count: vehicles per hour of interval_s)"
+)
+MetricQuery = Annotated[str, Query(description=_METRIC_DOC)]
+BucketQuery = Annotated[str, Query(description=_BUCKET_DOC, examples=["1h"])]
+FnQuery = Annotated[AggregateFn, Query(description=_FN_DOC)]
+FillQuery = Annotated[
+    bool, Query(description="also list empty buckets, marked gap=true with count 0")
+]
+
+
 @router.get("/devices/{device_id}/aggregates", tags=["aggregates"], responses=_NOT_FOUND)
 async def device_aggregates(
     *,
@@ -139,27 +160,91 @@ async def device_aggregates(
     settings: SettingsDep,
     device_id: str,
     window: TimeRangeDep,
-    metric: Annotated[str, Query(description="a metric of the device's kind, see /contract")],
-    bucket: Annotated[
-        str,
-        Query(
-            description="bucket width: <n><unit>, unit s, m, h (UTC-aligned) or d, w, mo "
-            "(Asia/Almaty calendar), e.g. 1m, 15m, 1h, 1d, 7d, 1mo",
-            examples=["1h"],
-        ),
-    ],
-    fn: AggregateFn = AggregateFn.AVG,
+    metric: MetricQuery,
+    bucket: BucketQuery,
+    fn: FnQuery = AggregateFn.AVG,
+    fill: FillQuery = False,
 ) -> AggregateSeries:
-    """``fn(metric)`` per time bucket over ``[from, to)``; only buckets holding readings."""
-    return await service.device_aggregates(
+    """``fn(metric)`` per time bucket over ``[from, to)`` for one device."""
+    return await aggregates.aggregates(
         pool,
-        device_id,
+        settings,
+        scope=AggregateScope.DEVICE,
+        device_id=device_id,
         metric=metric,
         bucket=bucket,
         fn=fn,
         window=window,
-        max_buckets=settings.api.max_buckets,
+        fill=fill,
     )
+
+
+@router.get("/districts/{district}/aggregates", tags=["aggregates"])
+async def district_aggregates(
+    *,
+    pool: PoolDep,
+    settings: SettingsDep,
+    district: District,
+    window: TimeRangeDep,
+    metric: MetricQuery,
+    bucket: BucketQuery,
+    fn: FnQuery = AggregateFn.AVG,
+    fill: FillQuery = False,
+) -> AggregateSeries:
+    """``fn(metric)`` per bucket over every device of the metric's kind in a district
+    (``increase`` sums each device's consumption)."""
+    return await aggregates.aggregates(
+        pool,
+        settings,
+        scope=AggregateScope.DISTRICT,
+        district=district,
+        metric=metric,
+        bucket=bucket,
+        fn=fn,
+        window=window,
+        fill=fill,
+    )
+
+
+@router.get("/city/aggregates", tags=["aggregates"])
+async def city_aggregates(
+    *,
+    pool: PoolDep,
+    settings: SettingsDep,
+    window: TimeRangeDep,
+    metric: MetricQuery,
+    bucket: BucketQuery,
+    fn: FnQuery = AggregateFn.AVG,
+    fill: FillQuery = False,
+) -> AggregateSeries:
+    """``fn(metric)`` per bucket over every device of the metric's kind in the city."""
+    return await aggregates.aggregates(
+        pool,
+        settings,
+        scope=AggregateScope.CITY,
+        metric=metric,
+        bucket=bucket,
+        fn=fn,
+        window=window,
+        fill=fill,
+    )
+
+
+AtQuery = Annotated[
+    AwareDatetime | None, Query(description="the moment the KPIs describe; default now")
+]
+
+
+@router.get("/districts/{district}/summary", tags=["kpis"])
+async def district_summary(pool: PoolDep, district: District, at: AtQuery = None) -> AreaSummary:
+    """A district's KPIs: US EPA AQI, traffic congestion against free-flow speed, energy load."""
+    return await summary.district_summary(pool, district, at or datetime.now(UTC))
+
+
+@router.get("/city/summary", tags=["kpis"])
+async def city_summary(pool: PoolDep, at: AtQuery = None) -> CitySummary:
+    """The city's KPIs, city-wide and per district."""
+    return await summary.city_summary(pool, at or datetime.now(UTC))
 
 
 # --- ingest and contract ----------------------------------------------------------------------

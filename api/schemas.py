@@ -108,21 +108,42 @@ class AggregateFn(StrEnum):
     MAX = "max"
     SUM = "sum"
     COUNT = "count"
+    INCREASE = "increase"  # cumulative registers (energy_kwh): consumption, meter resets handled
+    RATE = "rate"  # window counts (vehicle_count, heavy_vehicle_count): vehicles per hour
+
+
+class AggregateScope(StrEnum):
+    DEVICE = "device"
+    DISTRICT = "district"
+    CITY = "city"
 
 
 class AggregatePoint(BaseModel):
     bucket_start: datetime
     value: MetricValue = Field(description="null when no reading in the bucket has the metric")
     count: int = Field(description="readings stored in the bucket")
+    completeness: float | None = Field(
+        default=None,
+        description="readings held against those expected from the devices' reading periods "
+        "over the part of the bucket inside [from, to); null for a scope without devices",
+    )
+    gap: bool = Field(default=False, description="true for a bucket filled in by fill=true")
 
 
 class AggregateSeries(BaseModel):
-    device_id: str
+    scope: AggregateScope = AggregateScope.DEVICE
+    device_id: str | None = None
+    district: District | None = None
+    kind: Kind | None = None
+    devices: int = Field(default=1, description="devices the aggregate covers")
     metric: str
     unit: str
     bucket: str
     fn: AggregateFn
-    items: list[AggregatePoint] = Field(description="buckets holding readings, oldest first")
+    tier: str = Field(default="raw", description="the rollup tier that answered (raw, 1m, 1h, 1d)")
+    items: list[AggregatePoint] = Field(
+        description="buckets holding readings, oldest first (every bucket with fill=true)"
+    )
 
 
 class Rejection(BaseModel):
@@ -148,3 +169,44 @@ class TimeRange:
 
     start: datetime
     end: datetime
+
+
+class PollutantIndex(BaseModel):
+    average: float = Field(description="µg/m³ over the pollutant's averaging window")
+    window_hours: float
+    sub_index: int
+
+
+class AirSummary(BaseModel):
+    aqi: int | None = Field(description="US EPA AQI: the highest sub-index; null without data")
+    category: str | None = Field(examples=["moderate"])
+    dominant: str | None = Field(description="the pollutant with the highest sub-index")
+    pollutants: dict[str, PollutantIndex]
+
+
+class TrafficSummary(BaseModel):
+    avg_speed_kmh: float | None = Field(description="over the last 15 minutes")
+    free_flow_kmh: float | None = Field(
+        description="the fastest hourly average speed of the last 7 days"
+    )
+    congestion: float | None = Field(description="1 - speed / free-flow speed, 0 (free) to 1")
+    vehicles_per_hour: float | None = Field(description="over the last hour, sum of devices")
+
+
+class EnergySummary(BaseModel):
+    load_kw: float | None = Field(description="average power over the last 15 minutes x devices")
+    consumption_today_kwh: float | None = Field(
+        description="energy_kwh increase since midnight in Almaty, meter resets handled"
+    )
+
+
+class AreaSummary(BaseModel):
+    district: District | None = Field(description="null for the whole city")
+    at: datetime
+    air: AirSummary
+    traffic: TrafficSummary
+    energy: EnergySummary
+
+
+class CitySummary(AreaSummary):
+    districts: list[AreaSummary]

@@ -11,12 +11,8 @@ import asyncpg
 import structlog
 
 from api import repository
-from api.buckets import CITY_TIMEZONE, parse_bucket
 from api.errors import DATABASE_GONE, Conflict, InvalidQuery, NotFound, ServiceUnavailable
 from api.schemas import (
-    AggregateFn,
-    AggregatePoint,
-    AggregateSeries,
     DevicePage,
     DevicePatch,
     Health,
@@ -30,7 +26,7 @@ from api.schemas import (
     Values,
 )
 from core.db import Connection
-from devices.contract import METRICS_BY_NAME, District, Kind, metric_names
+from devices.contract import District, Kind, metric_names
 from devices.schemas import Device, DeviceCreate, Location
 
 log = structlog.get_logger(__name__)
@@ -249,61 +245,6 @@ async def readings_page(
     ]
     next_cursor = encode_cursor(rows[limit - 1]["ts"]) if len(rows) > limit else None
     return ReadingsPage(items=items, next_cursor=next_cursor)
-
-
-# --- aggregates -------------------------------------------------------------------------------
-
-
-async def device_aggregates(
-    pool: asyncpg.Pool,
-    device_id: str,
-    *,
-    metric: str,
-    bucket: str,
-    fn: AggregateFn,
-    window: TimeRange,
-    max_buckets: int,
-) -> AggregateSeries:
-    """``fn(metric)`` per bucket; refuses (never truncates) a range that needs too many buckets."""
-    width = parse_bucket(bucket)
-    buckets = width.count_between(window.start, window.end)
-    if buckets > max_buckets:
-        raise InvalidQuery(
-            f"{buckets} buckets of {bucket} between from and to; at most {max_buckets} are served"
-            " per request: widen the bucket or narrow the range",
-            code="too_many_buckets",
-        )
-    async with pool.acquire() as conn:
-        kind = Kind((await _device_row(conn, device_id))["kind"])
-        definition = METRICS_BY_NAME[kind].get(metric)
-        if definition is None:
-            raise InvalidQuery(
-                f"{metric!r} is not a {kind.value} metric; {kind.value} metrics are: "
-                + ", ".join(metric_names(kind)),
-                code="unknown_metric",
-            )
-        rows = await repository.aggregate(
-            conn,
-            kind,
-            definition,
-            fn,
-            device_id,
-            interval=width.interval,
-            timezone=CITY_TIMEZONE if width.city_calendar else None,
-            start=window.start,
-            end=window.end,
-        )
-    return AggregateSeries(
-        device_id=device_id,
-        metric=metric,
-        unit=definition.unit,
-        bucket=bucket,
-        fn=fn,
-        items=[
-            AggregatePoint(bucket_start=row["bucket_start"], value=row["value"], count=row["count"])
-            for row in rows
-        ],
-    )
 
 
 # --- rejections -------------------------------------------------------------------------------

@@ -28,6 +28,18 @@ def _insert_from_stage_sql(kind: Kind) -> str:
 
 _INSERT_FROM_STAGE: Final = {kind: _insert_from_stage_sql(kind) for kind in Kind}
 
+# The minutes this batch touched, for the rollup worker (rollups/), in the batch's transaction.
+# DO UPDATE (not NOTHING) locks each row until commit, so the worker can never clear a minute
+# whose readings it cannot see yet; rows go in key order so two batches cannot deadlock.
+_MARK_DIRTY: Final = {
+    kind: "INSERT INTO rollup_dirty (kind, device_id, minute)"
+    f" SELECT DISTINCT '{kind.value}', device_id, time_bucket(INTERVAL '1 minute', ts)"
+    f" FROM {_staging_table(kind)} ORDER BY 2, 3"
+    " ON CONFLICT (kind, device_id, minute) DO UPDATE SET marked_at = EXCLUDED.marked_at"
+    for kind in Kind
+}
+
+
 async def prepare_connection(conn: Connection) -> None:
     """Per-connection staging tables; rows vanish at commit, so a batch never sees another's."""
     for kind in Kind:
@@ -59,6 +71,7 @@ async def store_readings(conn: Connection, kind: Kind, rows: Sequence[tuple[Any,
     """COPY into the staging table, then insert what is new; returns how many rows were new."""
     await conn.copy_records_to_table(_staging_table(kind), records=rows, columns=_COLUMNS[kind])
     status = await conn.execute(_INSERT_FROM_STAGE[kind])
+    await conn.execute(_MARK_DIRTY[kind])
     return int(status.rsplit(" ", 1)[1])
 
 

@@ -115,10 +115,30 @@ install_python_env() {
     touch "$stamp"
 }
 
+# The dashboard's libraries (Leaflet, uPlot) from the npm registry, copied into the git-ignored
+# api/static/vendor/; redone only when frontend/package-lock.json changes.
+install_frontend() {
+    local stamp="$ROOT/api/static/vendor/.installed"
+    if [ -f "$stamp" ] && [ "$stamp" -nt "$ROOT/frontend/package-lock.json" ]; then
+        return 0
+    fi
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    log "installing the dashboard's front-end libraries from npm"
+    (cd "$ROOT/frontend" && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build) >&2
+    touch "$stamp"
+}
+
+# Debian's Chromium for the dashboard's browser test (Playwright drives it; it downloads none).
+install_browser() {
+    apt_install chromium chromium-driver
+}
+
 main() {
     install_system_packages
     install_timescaledb
     install_python_env
+    install_frontend
+    install_browser
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; fi

@@ -85,6 +85,7 @@ class Stack:
 
     def start_processes(self, api_url: str) -> None:
         self.spawn("ingest", "ingest")
+        self.spawn("rollups", "rollups")
         self.spawn("api", "api")
         wait_for_api(api_url, self.processes[-1][1])
         self.spawn(

@@ -52,6 +52,16 @@ async def insert_readings(
             f"INSERT INTO {readings_table(kind)} ({', '.join(columns)}) VALUES ({placeholders})",
             records,
         )
+    # Ingest marks the minutes it touched for the rollup worker in the same transaction.
+    await pool.execute(
+        "INSERT INTO rollup_dirty (kind, device_id, minute)"
+        " SELECT DISTINCT $1, $2, time_bucket(INTERVAL '1 minute', ts)"
+        " FROM unnest($3::timestamptz[]) AS t(ts)"
+        " ON CONFLICT (kind, device_id, minute) DO UPDATE SET marked_at = now()",
+        kind.value,
+        device_id,
+        [row["ts"] for row in rows],
+    )
 
 
 def parse_ts(value: str) -> datetime:

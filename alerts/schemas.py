@@ -1,0 +1,115 @@
+"""Models of alert rules and alerts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from devices.contract import METRICS_BY_NAME, District, Kind
+
+
+class Condition(StrEnum):
+    ABOVE = "above"
+    BELOW = "below"
+    OFFLINE = "offline"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AlertState(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class RuleFields(BaseModel):
+    """What a rule watches; ``above``/``below`` need kind, metric and threshold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    condition: Condition
+    kind: Kind | None = None
+    metric: str | None = Field(default=None, examples=["pm2_5"])
+    threshold: float | None = None
+    window_s: float = Field(
+        gt=0,
+        description="how long the condition must hold (offline: time without a reading)",
+        examples=[900],
+    )
+    district: District | None = None
+    device_id: str | None = None
+    severity: Severity = Severity.WARNING
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RuleFields:
+        if self.condition is Condition.OFFLINE:
+            if self.metric is not None or self.threshold is not None:
+                raise ValueError("an offline rule has no metric and no threshold")
+            return self
+        if self.kind is None or self.metric is None or self.threshold is None:
+            raise ValueError(f"an {self.condition.value} rule needs kind, metric and threshold")
+        if self.metric not in METRICS_BY_NAME[self.kind]:
+            raise ValueError(f"{self.metric!r} is not a {self.kind.value} metric")
+        return self
+
+
+class RuleCreate(RuleFields):
+    pass
+
+
+class RulePatch(BaseModel):
+    """A partial update of the fields operators tune."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    threshold: float | None = None
+    window_s: float | None = Field(default=None, gt=0)
+    severity: Severity | None = None
+    enabled: bool | None = None
+
+
+class Rule(RuleFields):
+    rule_id: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class RuleList(BaseModel):
+    items: list[Rule]
+
+
+class Alert(BaseModel):
+    alert_id: int
+    rule_id: int
+    rule_name: str
+    severity: Severity
+    device_id: str
+    state: AlertState
+    value: float | None = Field(description="the metric's value when the alert opened")
+    message: str
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    updated_at: datetime
+
+
+class AlertList(BaseModel):
+    items: list[Alert]
+
+
+class Acknowledge(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(
+        min_length=1, max_length=200, description="who acknowledges", examples=["aigerim"]
+    )

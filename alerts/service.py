@@ -1,0 +1,273 @@
+"""The alert evaluator and the alert feed.
+
+Every api replica runs the evaluator loop; each pass takes a Postgres advisory transaction lock,
+so one replica evaluates at a time, and a partial unique index keeps a single unresolved alert
+per rule and device regardless. Changes are sent with NOTIFY, so every replica's feed hears them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Final
+
+import asyncpg
+import orjson
+import structlog
+
+from alerts import repository
+from alerts.schemas import (
+    Acknowledge,
+    Alert,
+    AlertList,
+    AlertState,
+    Condition,
+    Rule,
+    RuleCreate,
+    RuleList,
+    RulePatch,
+)
+from api.errors import Conflict, NotFound
+from core.config import Settings
+from core.db import Connection
+from devices.contract import Kind
+
+log = structlog.get_logger(__name__)
+
+_DB_AWAY: Final = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+LISTEN_RETRY_S: Final = 2.0
+
+
+@dataclass
+class Evaluation:
+    opened: int = 0
+    resolved: int = 0
+
+
+def _describe(rule: Rule, value: float | None) -> str:
+    if rule.condition is Condition.OFFLINE:
+        return f"no reading for {rule.window_s:g} s, or the device reported offline"
+    return (
+        f"{rule.metric} {rule.condition.value} {rule.threshold:g} for {rule.window_s:g} s"
+        f" (now {value:g})"
+    )
+
+
+async def _changed(conn: asyncpg.pool.PoolConnectionProxy, alert_id: int) -> None:
+    row = await repository.get_alert(conn, alert_id)
+    if row is not None:
+        await repository.notify(conn, Alert.model_validate(dict(row)).model_dump_json())
+
+
+async def _evaluate_rule(conn: asyncpg.pool.PoolConnectionProxy, rule: Rule) -> Evaluation:
+    result = Evaluation()
+    window = timedelta(seconds=rule.window_s)
+    active = await repository.active_alerts(conn, rule.rule_id)
+    breaching: dict[str, float | None] = {}
+    normal: set[str] = set()
+    if rule.condition is Condition.OFFLINE:
+        rows = await repository.offline_devices(
+            conn,
+            silent_for=window,
+            kind=rule.kind.value if rule.kind else None,
+            district=rule.district.value if rule.district else None,
+            device_id=rule.device_id,
+        )
+        breaching = {row["device_id"]: None for row in rows}
+        normal = set(active) - set(breaching)
+    else:
+        assert rule.kind is not None
+        assert rule.metric is not None
+        assert rule.threshold is not None
+        rows = await repository.metric_state(
+            conn,
+            kind=Kind(rule.kind),
+            metric=rule.metric,
+            condition=rule.condition.value,
+            threshold=rule.threshold,
+            lookback=window * 2 + timedelta(minutes=1),
+            district=rule.district.value if rule.district else None,
+            device_id=rule.device_id,
+        )
+        for row in rows:
+            if not row["breaching"]:
+                normal.add(row["device_id"])
+            elif row["newest"] - row["breach_since"] >= window:
+                breaching[row["device_id"]] = row["value"]
+    for device_id, value in breaching.items():
+        if device_id in active:
+            continue
+        alert_id = await repository.open_alert(
+            conn, rule.rule_id, device_id, value, _describe(rule, value)
+        )
+        if alert_id is not None:
+            result.opened += 1
+            await _changed(conn, alert_id)
+            log.info("alert opened", rule=rule.name, device_id=device_id, value=value)
+    for device_id in normal & set(active):
+        if await repository.resolve_alert(conn, active[device_id]):
+            result.resolved += 1
+            await _changed(conn, active[device_id])
+            log.info("alert resolved", rule=rule.name, device_id=device_id)
+    return result
+
+
+async def evaluate(pool: asyncpg.Pool) -> Evaluation | None:
+    """One pass over every enabled rule; None when another replica is evaluating."""
+    total = Evaluation()
+    async with pool.acquire() as conn, conn.transaction():
+        if not await repository.try_evaluator_lock(conn):
+            return None
+        for row in await repository.list_rules(conn, enabled_only=True):
+            rule = Rule.model_validate(dict(row))
+            done = await _evaluate_rule(conn, rule)
+            total.opened += done.opened
+            total.resolved += done.resolved
+    return total
+
+
+async def run_evaluator(pool: asyncpg.Pool, interval_s: float) -> None:
+    """Evaluate every ``interval_s`` until cancelled; an outage only delays it."""
+    while True:
+        try:
+            await evaluate(pool)
+        except _DB_AWAY as exc:
+            log.warning("alert evaluation postponed, database unavailable", error=repr(exc))
+        await asyncio.sleep(interval_s)
+
+
+class AlertFeed:
+    """Alert changes fanned out to clients, conflated per alert (the newest state wins)."""
+
+    def __init__(self) -> None:
+        self._clients: set[AlertClient] = set()
+
+    def publish(self, alert_id: int, data: bytes) -> None:
+        for client in self._clients:
+            client.pending[alert_id] = data
+            client.ready.set()
+
+    def subscribe(self) -> AlertClient:
+        client = AlertClient()
+        self._clients.add(client)
+        return client
+
+    def unsubscribe(self, client: AlertClient) -> None:
+        self._clients.discard(client)
+
+
+class AlertClient:
+    def __init__(self) -> None:
+        self.pending: dict[int, bytes] = {}
+        self.ready = asyncio.Event()
+
+    def take(self) -> list[bytes]:
+        pending, self.pending = self.pending, {}
+        self.ready.clear()
+        return list(pending.values())
+
+
+def _setter(event: asyncio.Event) -> Callable[[object], None]:
+    return lambda _: event.set()
+
+
+async def listen(settings: Settings, feed: AlertFeed) -> None:
+    """Hear alert changes from every replica (LISTEN) and publish them to this one's feed."""
+
+    def on_notify(_: Connection, __: int, ___: str, payload: object) -> None:
+        text = str(payload)
+        feed.publish(orjson.loads(text)["alert_id"], text.encode())
+
+    while True:
+        try:
+            conn = await asyncpg.connect(
+                settings.database_url, server_settings={"application_name": "api-alerts"}
+            )
+        except _DB_AWAY as exc:
+            log.warning("alert listener cannot connect", error=repr(exc))
+            await asyncio.sleep(LISTEN_RETRY_S)
+            continue
+        closed = asyncio.Event()
+        conn.add_termination_listener(_setter(closed))
+        try:
+            await conn.add_listener(repository.NOTIFY_CHANNEL, on_notify)
+            await closed.wait()
+        except _DB_AWAY as exc:
+            log.warning("alert listener lost its connection", error=repr(exc))
+        finally:
+            with contextlib.suppress(*_DB_AWAY):
+                await asyncio.shield(conn.close(timeout=2))
+        await asyncio.sleep(LISTEN_RETRY_S)
+
+
+# --- what the API does with rules and alerts ---------------------------------------------------
+
+
+async def list_rules(pool: asyncpg.Pool) -> RuleList:
+    async with pool.acquire() as conn:
+        rows = await repository.list_rules(conn)
+    return RuleList(items=[Rule.model_validate(dict(row)) for row in rows])
+
+
+async def create_rule(pool: asyncpg.Pool, body: RuleCreate) -> Rule:
+    """Add a rule; a name that exists is a conflict."""
+    async with pool.acquire() as conn:
+        row = await repository.insert_rule(conn, body.model_dump(mode="json"))
+    if row is None:
+        raise Conflict(f"a rule named {body.name!r} exists", code="rule_exists")
+    return Rule.model_validate(dict(row))
+
+
+async def update_rule(pool: asyncpg.Pool, rule_id: int, patch: RulePatch) -> Rule:
+    async with pool.acquire() as conn:
+        row = await repository.update_rule(conn, rule_id, patch.model_dump(mode="json"))
+    if row is None:
+        raise NotFound(f"no rule {rule_id}", code="rule_not_found")
+    return Rule.model_validate(dict(row))
+
+
+async def delete_rule(pool: asyncpg.Pool, rule_id: int) -> None:
+    """Delete a rule and its alerts (disable it instead to keep the history)."""
+    async with pool.acquire() as conn:
+        if not await repository.delete_rule(conn, rule_id):
+            raise NotFound(f"no rule {rule_id}", code="rule_not_found")
+
+
+async def list_alerts(
+    pool: asyncpg.Pool, states: list[AlertState] | None, device_id: str | None, limit: int
+) -> AlertList:
+    async with pool.acquire() as conn:
+        rows = await repository.list_alerts(
+            conn,
+            states=[state.value for state in states] if states else None,
+            device_id=device_id,
+            limit=limit,
+        )
+    return AlertList(items=[Alert.model_validate(dict(row)) for row in rows])
+
+
+async def get_alert(pool: asyncpg.Pool, alert_id: int) -> Alert:
+    async with pool.acquire() as conn:
+        row = await repository.get_alert(conn, alert_id)
+    if row is None:
+        raise NotFound(f"no alert {alert_id}", code="alert_not_found")
+    return Alert.model_validate(dict(row))
+
+
+async def acknowledge(pool: asyncpg.Pool, alert_id: int, body: Acknowledge) -> Alert:
+    """Acknowledge an open alert, recording who and when; any other state is a conflict."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await repository.acknowledge(conn, alert_id, body.by)
+        if row is not None:
+            alert = Alert.model_validate(dict(row))
+            await repository.notify(conn, alert.model_dump_json())
+    if row is None:
+        current = await get_alert(pool, alert_id)
+        raise Conflict(
+            f"alert {alert_id} is {current.state.value}, not open", code="alert_not_open"
+        )
+    log.info("alert acknowledged", alert_id=alert_id, by=body.by)
+    return alert

@@ -1,0 +1,224 @@
+"""Aggregates per device, per district and city-wide, answered by the rollup query planner.
+
+Every answer equals the aggregate computed straight from raw readings: clean tier buckets come
+from the cheapest rollup tier, everything else (range edges, buckets holding late readings not
+yet rolled up) from raw. No SQL and no HTTP here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import asyncpg
+
+from api import repository
+from api.buckets import CITY_ZONE, Bucket, parse_bucket
+from api.errors import InvalidQuery, NotFound
+from api.schemas import (
+    AggregateFn,
+    AggregatePoint,
+    AggregateScope,
+    AggregateSeries,
+    TimeRange,
+)
+from core.config import Settings
+from devices.contract import METRICS, METRICS_BY_NAME, District, Kind, metric_names
+from rollups import service as rollups
+from rollups.schemas import CUMULATIVE, WINDOW_COUNTS, WINDOW_METRIC, kind_of_metric
+
+# time_bucket's default origin: fixed widths align to it in UTC, days and weeks in Almaty.
+_ORIGIN: Final = datetime(2000, 1, 3)
+EXPECTED_INTERVAL_KEY: Final = "expected_interval_s"
+
+
+def check_bucket_count(width: Bucket, window: TimeRange, max_buckets: int) -> None:
+    buckets = width.count_between(window.start, window.end)
+    if buckets > max_buckets:
+        raise InvalidQuery(
+            f"{buckets} buckets of {width.text} between from and to; at most {max_buckets} are"
+            " served per request: widen the bucket or narrow the range",
+            code="too_many_buckets",
+        )
+
+
+def _check_fn(kind: Kind, metric: str, fn: AggregateFn) -> None:
+    if fn is AggregateFn.INCREASE and (kind, metric) not in CUMULATIVE:
+        raise InvalidQuery(
+            "fn=increase is for cumulative registers: "
+            + ", ".join(name for _, name in sorted(CUMULATIVE)),
+            code="invalid_fn",
+        )
+    if fn is AggregateFn.RATE and (kind, metric) not in WINDOW_COUNTS:
+        raise InvalidQuery(
+            f"fn=rate (per hour of {WINDOW_METRIC}) is for window counts: "
+            + ", ".join(name for _, name in sorted(WINDOW_COUNTS)),
+            code="invalid_fn",
+        )
+
+
+def _unknown_metric(metric: str, kind: Kind | None) -> InvalidQuery:
+    if kind is not None:
+        detail = f"{metric!r} is not a {kind.value} metric; {kind.value} metrics are: " + ", ".join(
+            metric_names(kind)
+        )
+    else:
+        detail = f"{metric!r} is not a metric; metrics are: " + ", ".join(
+            m.name for metrics in METRICS.values() for m in metrics
+        )
+    return InvalidQuery(detail, code="unknown_metric")
+
+
+# --- bucket arithmetic in Python, mirroring time_bucket -----------------------------------------
+
+
+def _floor(width: Bucket, ts: datetime) -> datetime:
+    if width.months:
+        local = ts.astimezone(CITY_ZONE)
+        index = (local.year - 2000) * 12 + local.month - 1
+        index -= index % width.months
+        naive = datetime(2000 + index // 12, index % 12 + 1, 1)
+        return naive.replace(tzinfo=CITY_ZONE)
+    step = timedelta(seconds=width.seconds)
+    if width.city_calendar:
+        naive = ts.astimezone(CITY_ZONE).replace(tzinfo=None)
+        return (_ORIGIN + (naive - _ORIGIN) // step * step).replace(tzinfo=CITY_ZONE)
+    naive = ts.astimezone(UTC).replace(tzinfo=None)
+    return (_ORIGIN + (naive - _ORIGIN) // step * step).replace(tzinfo=UTC)
+
+
+def _next(width: Bucket, start: datetime) -> datetime:
+    if width.months:
+        local = start.astimezone(CITY_ZONE)
+        index = local.year * 12 + local.month - 1 + width.months
+        return datetime(index // 12, index % 12 + 1, 1, tzinfo=CITY_ZONE)
+    return start + timedelta(seconds=width.seconds)
+
+
+def bucket_starts(width: Bucket, start: datetime, end: datetime) -> list[datetime]:
+    """Every bucket start overlapping [start, end), as time_bucket would label them."""
+    starts = []
+    cursor = _floor(width, start)
+    while cursor < end:
+        starts.append(cursor)
+        cursor = _next(width, cursor)
+    return starts
+
+
+# --- the endpoints' service -------------------------------------------------------------------
+
+
+async def _scope_devices(
+    conn: Any, scope: AggregateScope, device_id: str | None, district: District | None, metric: str
+) -> tuple[Kind, list[asyncpg.Record]]:
+    if scope is AggregateScope.DEVICE:
+        assert device_id is not None
+        row = await repository.get_device(conn, device_id)
+        if row is None:
+            raise NotFound(f"no device {device_id!r}", code="device_not_found")
+        kind = Kind(row["kind"])
+        if metric not in METRICS_BY_NAME[kind]:
+            raise _unknown_metric(metric, kind)
+        return kind, [row]
+    found = kind_of_metric(metric)
+    if found is None:
+        raise _unknown_metric(metric, None)
+    return found, await repository.devices_of(conn, found, district)
+
+
+def _readings_per_second(devices: list[asyncpg.Record], default_interval_s: float) -> float:
+    total = 0.0
+    for device in devices:
+        metadata = device["metadata"]
+        interval = (
+            metadata.get(EXPECTED_INTERVAL_KEY, default_interval_s)
+            if isinstance(metadata, dict)
+            else default_interval_s
+        )
+        if not isinstance(interval, int | float) or interval <= 0:
+            interval = default_interval_s
+        total += 1.0 / float(interval)
+    return total
+
+
+async def aggregates(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    scope: AggregateScope,
+    metric: str,
+    bucket: str,
+    fn: AggregateFn,
+    window: TimeRange,
+    fill: bool,
+    device_id: str | None = None,
+    district: District | None = None,
+) -> AggregateSeries:
+    """``fn(metric)`` per bucket over the scope's devices; refuses (never truncates) a range
+    that needs more buckets than the configured limit."""
+    width = parse_bucket(bucket)
+    check_bucket_count(width, window, settings.api.max_buckets)
+    async with pool.acquire() as conn:
+        kind, devices = await _scope_devices(conn, scope, device_id, district, metric)
+        _check_fn(kind, metric, fn)
+        plan = rollups.plan(
+            width.interval, width.seconds, width.city_calendar, window.start, window.end
+        )
+        metrics = (metric, WINDOW_METRIC) if fn is AggregateFn.RATE else (metric,)
+        rows = []
+        if devices:
+            rows = await rollups.series(
+                conn,
+                kind,
+                metrics=metrics,
+                fn=fn.value,
+                device_ids=[d["device_id"] for d in devices],
+                the_plan=plan,
+                start=window.start,
+                end=window.end,
+            )
+    rate = _readings_per_second(devices, settings.rollups.expected_interval_s)
+
+    def completeness(start: datetime, readings: int) -> float | None:
+        lower, upper = max(start, window.start), min(_next(width, start), window.end)
+        expected = rate * max((upper - lower).total_seconds(), 0.0)
+        return round(readings / expected, 4) if expected > 0 else None
+
+    items = [
+        AggregatePoint(
+            bucket_start=row["bucket_start"],
+            value=row["value"],
+            count=row["readings"],
+            completeness=completeness(row["bucket_start"], row["readings"]),
+        )
+        for row in rows
+    ]
+    if fill:
+        have = {item.bucket_start for item in items}
+        for start in bucket_starts(width, window.start, window.end):
+            if start not in have:
+                items.append(
+                    AggregatePoint(
+                        bucket_start=start,
+                        value=None,
+                        count=0,
+                        completeness=completeness(start, 0),
+                        gap=True,
+                    )
+                )
+        items.sort(key=lambda item: item.bucket_start)
+    definition = METRICS_BY_NAME[kind][metric]
+    unit = "vehicles/h" if fn is AggregateFn.RATE else definition.unit
+    return AggregateSeries(
+        scope=scope,
+        device_id=device_id,
+        district=district,
+        kind=kind,
+        devices=len(devices),
+        metric=metric,
+        unit=unit,
+        bucket=bucket,
+        fn=fn,
+        tier=plan.tier.value,
+        items=items,
+    )

@@ -1,0 +1,222 @@
+"""Each api replica's own view of the live stream: a non-shared, clean MQTT subscription,
+the same validation as ingest, and a registry cache; readings go to the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from datetime import timedelta
+from typing import Any, Final
+
+import asyncpg
+import gmqtt
+import structlog
+
+from api import repository as api_repository
+from api.live import metrics, repository
+from api.live.hub import LiveHub
+from api.live.repository import LiveDevice
+from core.config import Settings
+from core.mqtt import RECONNECT_DELAY_S, connect, make_client
+from devices.contract import TOPIC_ROOT, Kind, metric_names
+from devices.contract import utc_now as now
+from ingest.parser import parse_message
+from ingest.schemas import ParsedMessage
+
+log = structlog.get_logger(__name__)
+
+SUBSCRIBE_TIMEOUT_S: Final = 10.0
+# Failures that mean the database is away for a moment: keep the cache, try again later.
+_DB_AWAY: Final = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError)
+_METRICS: Final = {kind: metric_names(kind) for kind in Kind}
+
+
+class LiveService:
+    """Subscribes this replica to every telemetry topic (QoS 0: a live view never holds the
+    broker back) and publishes validated readings of registered, enabled devices."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self._settings = settings
+        self._pool = pool
+        self.replica_id = uuid.uuid4().hex[:8]
+        self.hub = LiveHub(self.replica_id)
+        self._late_window = timedelta(seconds=settings.ingest.late_window_s)
+        self._devices: dict[str, LiveDevice] = {}
+        self._unresolved: dict[str, ParsedMessage] = {}
+        self._checked_at: dict[str, float] = {}
+        self._resolve = asyncio.Event()
+        self._subscribed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.client = make_client(
+            settings.mqtt, f"{settings.live.client_id_prefix}-{self.replica_id}"
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    async def start(self) -> None:
+        """Load the registry and the newest readings, then subscribe and wait for the grant."""
+        await self.refresh_devices()
+        await self.warm()
+        self._tasks = [
+            asyncio.create_task(self._refresh_loop(), name="live-registry"),
+            asyncio.create_task(self._resolve_loop(), name="live-resolver"),
+        ]
+        try:
+            await connect(self.client, self._settings.mqtt)
+            await asyncio.wait_for(self._subscribed.wait(), SUBSCRIBE_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            # The REST API must not depend on the broker: serve, and keep trying to subscribe.
+            log.warning("live feed cannot reach the broker yet", error=repr(exc))
+            self._tasks.append(asyncio.create_task(self._connect_later(), name="live-connect"))
+            return
+        log.info("live feed subscribed", replica=self.replica_id)
+
+    async def _connect_later(self) -> None:
+        while True:
+            await asyncio.sleep(RECONNECT_DELAY_S)
+            try:
+                await connect(self.client, self._settings.mqtt)
+            except OSError as exc:
+                log.warning("live feed still cannot reach the broker", error=repr(exc))
+            else:
+                return
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.client.is_connected:
+            await self.client.disconnect()
+
+    # --- registry and snapshot ----------------------------------------------------------------
+
+    async def refresh_devices(self) -> None:
+        async with self._pool.acquire() as conn:
+            devices = await repository.load_devices(conn)
+        self._devices = devices
+        self._checked_at.clear()
+        self.hub.forget(
+            [
+                device_id
+                for device_id in self.hub.latest
+                if device_id not in devices or not devices[device_id].enabled
+            ]
+        )
+
+    async def warm(self) -> None:
+        """Fill the snapshot with the stored newest reading of every device (after a start or a
+        reconnect, when this replica may have missed readings)."""
+        async with self._pool.acquire() as conn:
+            for kind in Kind:
+                for row in await api_repository.latest_readings(conn, kind, None):
+                    device = self._devices.get(row["device_id"])
+                    if device is None or not device.enabled:
+                        continue
+                    self.hub.publish(
+                        device_id=row["device_id"],
+                        kind=kind,
+                        district=device.district,
+                        ts=row["ts"],
+                        received_at=row["received_at"],
+                        values={name: row[name] for name in _METRICS[kind]},
+                    )
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.live.device_refresh_s)
+            try:
+                await self.refresh_devices()
+            except _DB_AWAY as exc:
+                log.warning("live registry refresh postponed", error=repr(exc))
+
+    async def _resolve_loop(self) -> None:
+        """Look up devices the cache does not know yet; deliver their held newest reading."""
+        recheck = self._settings.live.unknown_device_recheck_s
+        while True:
+            await self._resolve.wait()
+            self._resolve.clear()
+            held, self._unresolved = self._unresolved, {}
+            moment = time.monotonic()
+            ask = [
+                device_id
+                for device_id in held
+                if moment - self._checked_at.get(device_id, float("-inf")) >= recheck
+            ]
+            if not ask:
+                continue
+            for device_id in ask:
+                self._checked_at[device_id] = moment
+            try:
+                async with self._pool.acquire() as conn:
+                    self._devices.update(await repository.load_devices(conn, ask))
+            except _DB_AWAY as exc:
+                log.warning("live device lookup failed", error=repr(exc))
+                continue
+            for device_id in ask:
+                if device_id in self._devices:
+                    self._deliver(held[device_id])
+
+    # --- MQTT ---------------------------------------------------------------------------------
+
+    def _on_connect(self, client: gmqtt.Client, flags: int, rc: int, props: Any) -> None:
+        if not client.subscriptions:
+            client.subscribe(gmqtt.Subscription(f"{TOPIC_ROOT}/+/+/telemetry", qos=0))
+        else:
+            # A clean session starts empty: subscribe again, and refill what we missed.
+            for subscription in client.subscriptions:
+                client.resubscribe(subscription)
+            self._tasks.append(asyncio.create_task(self._rewarm(), name="live-rewarm"))
+
+    def _on_subscribe(self, client: gmqtt.Client, mid: int, qos: Any, props: Any) -> None:
+        self._subscribed.set()
+
+    async def _rewarm(self) -> None:
+        try:
+            await self.warm()
+        except _DB_AWAY as exc:
+            log.warning("live snapshot refill failed", error=repr(exc))
+
+    def _on_message(
+        self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, properties: Any
+    ) -> int:
+        message = parse_message(
+            topic,
+            payload,
+            now(),
+            max_payload_bytes=self._settings.ingest.max_payload_bytes,
+            late_window=self._late_window,
+        )
+        if message.rows and message.device_id is not None:
+            if message.device_id in self._devices:
+                self._deliver(message)
+            else:
+                self._unresolved[message.device_id] = message
+                self._resolve.set()
+        else:
+            metrics.DROPPED.inc()
+        return 0
+
+    def _deliver(self, message: ParsedMessage) -> None:
+        """Offer the message's newest reading, if its device is registered, enabled and of the
+        topic's kind: the same rule ingest applies before storing."""
+        device = self._devices.get(message.device_id or "")
+        kind = message.kind
+        if device is None or not device.enabled or kind is None or device.kind is not kind:
+            metrics.DROPPED.inc()
+            return
+        metrics.READINGS.labels(kind.value).inc()
+        row = max(message.rows, key=lambda r: r[1])
+        device_id, ts, received_at, *values = row
+        self.hub.publish(
+            device_id=device_id,
+            kind=kind,
+            district=device.district,
+            ts=ts,
+            received_at=received_at,
+            values=dict(zip(_METRICS[kind], values, strict=True)),
+        )

@@ -1,0 +1,333 @@
+-- Rollup tiers (1 minute, 1 hour, 1 Almaty day) per kind, maintained by `python -m rollups`
+-- (so they work on the Apache edition), and the dirty set ingest fills in the same
+-- transaction as the readings. Metric columns mirror devices/contract.py; per metric:
+-- <m>_n (non-null count), <m>_min, <m>_max, <m>_sum; cumulative registers also keep
+-- <m>_first, <m>_last and <m>_inc (reset-aware increase between readings inside the bucket).
+-- tests/rollups/test_schema.py checks the columns agree with the contract.
+
+CREATE TABLE traffic_rollup_1m (
+    device_id  text NOT NULL,
+    bucket     timestamptz NOT NULL,
+    readings   integer NOT NULL,
+    vehicle_count_n  integer NOT NULL,
+    vehicle_count_min  integer,
+    vehicle_count_max  integer,
+    vehicle_count_sum  bigint,
+    interval_s_n  integer NOT NULL,
+    interval_s_min  double precision,
+    interval_s_max  double precision,
+    interval_s_sum  double precision,
+    avg_speed_kmh_n  integer NOT NULL,
+    avg_speed_kmh_min  double precision,
+    avg_speed_kmh_max  double precision,
+    avg_speed_kmh_sum  double precision,
+    occupancy_pct_n  integer NOT NULL,
+    occupancy_pct_min  double precision,
+    occupancy_pct_max  double precision,
+    occupancy_pct_sum  double precision,
+    heavy_vehicle_count_n  integer NOT NULL,
+    heavy_vehicle_count_min  integer,
+    heavy_vehicle_count_max  integer,
+    heavy_vehicle_count_sum  bigint,
+    CONSTRAINT traffic_rollup_1m_device_bucket_key UNIQUE (device_id, bucket)
+);
+SELECT create_hypertable('traffic_rollup_1m', by_range('bucket', INTERVAL '7 days'));
+
+CREATE TABLE traffic_rollup_1h (
+    device_id  text NOT NULL,
+    bucket     timestamptz NOT NULL,
+    readings   integer NOT NULL,
+    vehicle_count_n  integer NOT NULL,
+    vehicle_count_min  integer,
+    vehicle_count_max  integer,
+    vehicle_count_sum  bigint,
+    interval_s_n  integer NOT NULL,
+    interval_s_min  double precision,
+    interval_s_max  double precision,
+    interval_s_sum  double precision,
+    avg_speed_kmh_n  integer NOT NULL,
+    avg_speed_kmh_min  double precision,
+    avg_speed_kmh_max  double precision,
+    avg_speed_kmh_sum  double precision,
+    occupancy_pct_n  integer NOT NULL,
+    occupancy_pct_min  double precision,
+    occupancy_pct_max  double precision,
+    occupancy_pct_sum  double precision,
+    heavy_vehicle_count_n  integer NOT NULL,
+    heavy_vehicle_count_min  integer,
+    heavy_vehicle_count_max  integer,
+    heavy_vehicle_count_sum  bigint,
+    CONSTRAINT traffic_rollup_1h_device_bucket_key UNIQUE (device_id, bucket)
+);
+SELECT create_hypertable('traffic_rollup_1h', by_range('bucket', INTERVAL '30 days'));
+
+CREATE TABLE traffic_rollup_1d (
+    device_id  text NOT NULL,
+    bucket     timestamptz NOT NULL,
+    readings   integer NOT NULL,
+    vehicle_count_n  integer NOT NULL,
+    vehicle_count_min  integer,
+    vehicle_count_max  integer,
+    vehicle_count_sum  bigint,
+    interval_s_n  integer NOT NULL,
+    interval_s_min  double precision,
+    interval_s_max  double precision,
+    interval_s_sum  double precision,
+    avg_speed_kmh_n  integer NOT NULL,
+    avg_speed_kmh_min  double precision,
+    avg_speed_kmh_max  double precision,
+    avg_speed_kmh_sum  double precision,
+    occupancy_pct_n  integer NOT NULL,
+    occupancy_pct_min  double precision,
+    occupancy_pct_max  double precision,
+    occupancy_pct_sum  double precision,
+    heavy_vehicle_count_n  integer NOT NULL,
+    heavy_vehicle_count_min  integer,
+    heavy_vehicle_count_max  integer,
+    heavy_vehicle_count_sum  bigint,
+    CONSTRAINT traffic_rollup_1d_device_bucket_key UNIQUE (device_id, bucket)
+);
+SELECT create_hypertable('traffic_rollup_1d', by_range('bucket', INTERVAL '365 days'));
+
+CREATE TABLE energy_rollup_1m (
+    device_id  text NOT NULL,
+    bucket     timestamptz NOT NULL,
+    readings   integer NOT NULL,
+    energy_kwh_n  integer NOT NULL,
+    energy_kwh_min  double precision,
+    energy_kwh_max  double precision,
+    energy_kwh_sum  double precision,
+    energy_kwh_first  double precision,
+    energy_kwh_last  double precision,
+    energy_kwh_inc  double precision,
+    power_kw_n  integer NOT NULL,
+    power_kw_min  double precision,
+    power_kw_max  double precision,
+    power_kw_sum  double precision,
+    voltage_v_n  integer NOT NULL,
+    voltage_v_min  double precision,
+    voltage_v_max  double precision,
+    voltage_v_sum  double precision,
+    current_a_n  integer NOT NULL,
+    current_a_min  double precision,
+    current_a_max  double precision,
+    current_a_sum  double precision,
+    power_factor_n  integer NOT NULL,
+    power_factor_min  double precision,
+    power_factor_max  double precision,
+    power_factor_sum  double precision,
+    CONSTRAINT energy_rollup_1m_device_bucket_key UNIQUE (device_id, bucket)
+);
+SELECT create_hypertable('energy_rollup_1m', by_range('bucket', INTERVAL '7 days'));
+
+CREATE TABLE energy_rollup_1h (
+    device_id  text NOT NULL,
+    bucket     timestamptz NOT NULL,
+    readings   integer NOT NULL,
+    energy_kwh_n  integer NOT NULL,
+    energy_kwh_min  double precision,
+    energy_kwh_max  double precision,
+    energy_kwh_sum  double precision,
+    energy_kwh_first  double precision,
+    energy_kwh_last  double precision,
+    energy_kwh_inc  double precision,
+    power_kw_n  integer NOT NULL,
+    power_kw_min  double precision,
+    power_kw_max  double precision,
+    power_kw_sum  double precision,
+    voltage_v_n  integer NOT NULL,
+    voltage_v_min  double precision,
+    voltage_v_max  double precision,
+    voltage_v_sum  double precision,
+    current_a_n  integer NOT NULL,
+    current_a_min  double precision,
+    current_a_max  double precision,
+    current_a_sum  double precision,
+    power_factor_n  integer NOT NULL,
+    power_factor_min  double precision,
+    power_factor_max  double precision,
+    power_factor_sum  double precision,
+    CONSTRAINT energy_rollup_1h_device_bucket_key UNIQUE (device_id, bucket)
+);
+SELECT create_hypertable('energy_rollup_1h', by_range('bucket', INTERVAL '30 days'));
+
+CREATE TABLE energy_rollup_1d (
+    device_id  text NOT NULL,
+    bucket     timestamptz NOT NULL,
+    readings   integer NOT NULL,
+    energy_kwh_n  integer NOT NULL,
+    energy_kwh_min  double precision,
+    energy_kwh_max  double precision,
+    energy_kwh_sum  double precision,
+    energy_kwh_first  double precision,
+    energy_kwh_last  double precision,
+    energy_kwh_inc  double precision,
+    power_kw_n  integer NOT NULL,
+    power_kw_min  double precision,
+    power_kw_max  double precision,
+    power_kw_sum  double precision,
+    voltage_v_n  integer NOT NULL,
+    voltage_v_min  double precision,
+    voltage_v_max  double precision,
+    voltage_v_sum  double precision,
+    current_a_n  integer NOT NULL,
+    current_a_min  double precision,
+    current_a_max  double precision,
+    current_a_sum  double precision,
+    power_factor_n  integer NOT NULL,
+    power_factor_min  double precision,
+    power_factor_max  double precision,
+    power_factor_sum  double precision,
+    CONSTRAINT energy_rollup_1d_device_bucket_key UNIQUE (device_id, bucket)
+);
+SELECT create_hypertable('energy_rollup_1d', by_range('bucket', INTERVAL '365 days'));
+
+CREATE TABLE air_rollup_1m (
+    device_id  text NOT NULL,
+    bucket     timestamptz NOT NULL,
+    readings   integer NOT NULL,
+    pm2_5_n  integer NOT NULL,
+    pm2_5_min  double precision,
+    pm2_5_max  double precision,
+    pm2_5_sum  double precision,
+    pm10_n  integer NOT NULL,
+    pm10_min  double precision,
+    pm10_max  double precision,
+    pm10_sum  double precision,
+    no2_n  integer NOT NULL,
+    no2_min  double precision,
+    no2_max  double precision,
+    no2_sum  double precision,
+    so2_n  integer NOT NULL,
+    so2_min  double precision,
+    so2_max  double precision,
+    so2_sum  double precision,
+    o3_n  integer NOT NULL,
+    o3_min  double precision,
+    o3_max  double precision,
+    o3_sum  double precision,
+    co_n  integer NOT NULL,
+    co_min  double precision,
+    co_max  double precision,
+    co_sum  double precision,
+    temperature_c_n  integer NOT NULL,
+    temperature_c_min  double precision,
+    temperature_c_max  double precision,
+    temperature_c_sum  double precision,
+    humidity_pct_n  integer NOT NULL,
+    humidity_pct_min  double precision,
+    humidity_pct_max  double precision,
+    humidity_pct_sum  double precision,
+    pressure_hpa_n  integer NOT NULL,
+    pressure_hpa_min  double precision,
+    pressure_hpa_max  double precision,
+    pressure_hpa_sum  double precision,
+    CONSTRAINT air_rollup_1m_device_bucket_key UNIQUE (device_id, bucket)
+);
+SELECT create_hypertable('air_rollup_1m', by_range('bucket', INTERVAL '7 days'));
+
+CREATE TABLE air_rollup_1h (
+    device_id  text NOT NULL,
+    bucket     timestamptz NOT NULL,
+    readings   integer NOT NULL,
+    pm2_5_n  integer NOT NULL,
+    pm2_5_min  double precision,
+    pm2_5_max  double precision,
+    pm2_5_sum  double precision,
+    pm10_n  integer NOT NULL,
+    pm10_min  double precision,
+    pm10_max  double precision,
+    pm10_sum  double precision,
+    no2_n  integer NOT NULL,
+    no2_min  double precision,
+    no2_max  double precision,
+    no2_sum  double precision,
+    so2_n  integer NOT NULL,
+    so2_min  double precision,
+    so2_max  double precision,
+    so2_sum  double precision,
+    o3_n  integer NOT NULL,
+    o3_min  double precision,
+    o3_max  double precision,
+    o3_sum  double precision,
+    co_n  integer NOT NULL,
+    co_min  double precision,
+    co_max  double precision,
+    co_sum  double precision,
+    temperature_c_n  integer NOT NULL,
+    temperature_c_min  double precision,
+    temperature_c_max  double precision,
+    temperature_c_sum  double precision,
+    humidity_pct_n  integer NOT NULL,
+    humidity_pct_min  double precision,
+    humidity_pct_max  double precision,
+    humidity_pct_sum  double precision,
+    pressure_hpa_n  integer NOT NULL,
+    pressure_hpa_min  double precision,
+    pressure_hpa_max  double precision,
+    pressure_hpa_sum  double precision,
+    CONSTRAINT air_rollup_1h_device_bucket_key UNIQUE (device_id, bucket)
+);
+SELECT create_hypertable('air_rollup_1h', by_range('bucket', INTERVAL '30 days'));
+
+CREATE TABLE air_rollup_1d (
+    device_id  text NOT NULL,
+    bucket     timestamptz NOT NULL,
+    readings   integer NOT NULL,
+    pm2_5_n  integer NOT NULL,
+    pm2_5_min  double precision,
+    pm2_5_max  double precision,
+    pm2_5_sum  double precision,
+    pm10_n  integer NOT NULL,
+    pm10_min  double precision,
+    pm10_max  double precision,
+    pm10_sum  double precision,
+    no2_n  integer NOT NULL,
+    no2_min  double precision,
+    no2_max  double precision,
+    no2_sum  double precision,
+    so2_n  integer NOT NULL,
+    so2_min  double precision,
+    so2_max  double precision,
+    so2_sum  double precision,
+    o3_n  integer NOT NULL,
+    o3_min  double precision,
+    o3_max  double precision,
+    o3_sum  double precision,
+    co_n  integer NOT NULL,
+    co_min  double precision,
+    co_max  double precision,
+    co_sum  double precision,
+    temperature_c_n  integer NOT NULL,
+    temperature_c_min  double precision,
+    temperature_c_max  double precision,
+    temperature_c_sum  double precision,
+    humidity_pct_n  integer NOT NULL,
+    humidity_pct_min  double precision,
+    humidity_pct_max  double precision,
+    humidity_pct_sum  double precision,
+    pressure_hpa_n  integer NOT NULL,
+    pressure_hpa_min  double precision,
+    pressure_hpa_max  double precision,
+    pressure_hpa_sum  double precision,
+    CONSTRAINT air_rollup_1d_device_bucket_key UNIQUE (device_id, bucket)
+);
+SELECT create_hypertable('air_rollup_1d', by_range('bucket', INTERVAL '365 days'));
+
+-- Minutes holding readings not yet rolled up: (kind, device, minute). Queries read raw data for
+-- every tier bucket that contains one, so an answer always equals the raw aggregate.
+CREATE TABLE rollup_dirty (
+    kind       text NOT NULL CHECK (kind IN ('traffic', 'energy', 'air')),
+    device_id  text NOT NULL,
+    minute     timestamptz NOT NULL,
+    marked_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (kind, device_id, minute)
+);
+
+-- Readings stored before this migration are rolled up by the worker like late ones.
+INSERT INTO rollup_dirty (kind, device_id, minute)
+    SELECT DISTINCT 'traffic', device_id, time_bucket(INTERVAL '1 minute', ts) FROM traffic_readings;
+INSERT INTO rollup_dirty (kind, device_id, minute)
+    SELECT DISTINCT 'energy', device_id, time_bucket(INTERVAL '1 minute', ts) FROM energy_readings;
+INSERT INTO rollup_dirty (kind, device_id, minute)
+    SELECT DISTINCT 'air', device_id, time_bucket(INTERVAL '1 minute', ts) FROM air_readings;

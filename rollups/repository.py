@@ -1,0 +1,148 @@
+"""All of the rollup worker's and the tiered reads' database calls (SQL text in rollups/sql.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Final
+
+import asyncpg
+
+from core.db import Connection
+from devices.contract import METRICS_BY_NAME, Kind, readings_table
+from rollups import sql
+from rollups.schemas import ROLLED_TIERS, Tier, rollup_table
+
+# Two-key advisory locks: this constant ("roll") and the kind's position. One worker per kind at
+# a time recomputes, so two never write the same hour from different views of its minutes.
+_LOCK_KEY: Final = 0x726F6C6C
+_KIND_LOCK: Final = {kind: index for index, kind in enumerate(Kind)}
+_RETENTION_LOCK: Final = 99
+# Every bucket holding a minute starts less than a day before it and ends within a day after.
+_MARGIN: Final = timedelta(days=1)
+
+
+@cache
+def _series_sql(kind: Kind, metrics: tuple[str, ...], fn: str, tier: Tier, calendar: bool) -> str:
+    definitions = tuple(METRICS_BY_NAME[kind][name] for name in metrics)
+    table = None if tier is Tier.RAW else rollup_table(kind, tier)
+    return sql.read_series(kind, definitions, fn, table, calendar)
+
+
+async def try_lock_kind(conn: Connection, kind: Kind) -> bool:
+    """Take the kind's recompute lock for the current transaction, if no one else holds it."""
+    locked: bool = await conn.fetchval(
+        "SELECT pg_try_advisory_xact_lock($1, $2)", _LOCK_KEY, _KIND_LOCK[kind]
+    )
+    return locked
+
+
+async def claim_dirty(conn: Connection, kind: Kind, limit: int) -> list[asyncpg.Record]:
+    """Delete and return up to ``limit`` dirty minutes of a kind, in the caller's transaction."""
+    return await conn.fetch(sql.claim_dirty(), kind.value, limit)
+
+
+async def recompute(
+    conn: Connection, kind: Kind, device_ids: Sequence[str], minutes: Sequence[datetime]
+) -> None:
+    """Recompute the 1-minute, hour and Almaty-day buckets holding the given (device, minute)s."""
+    lower, upper = min(minutes) - _MARGIN, max(minutes) + 2 * _MARGIN
+    await conn.execute(sql.recompute_minutes(kind), device_ids, minutes, lower, upper)
+    for tier in ROLLED_TIERS[1:]:
+        await conn.execute(sql.recompute_coarser(kind, tier), device_ids, minutes, lower, upper)
+
+
+async def backfill(
+    conn: Connection, kind: Kind, tier: Tier, start: datetime, end: datetime
+) -> None:
+    """Recompute every bucket of ``tier`` in [start, end) from the tier below (bulk loads)."""
+    if tier is Tier.MINUTE:
+        await conn.execute(sql.backfill_minutes(kind), start, end)
+    else:
+        await conn.execute(sql.backfill_coarser(kind, tier), start, end)
+
+
+async def dirty_count(conn: Connection) -> int:
+    count: int = await conn.fetchval("SELECT count(*) FROM rollup_dirty")
+    return count
+
+
+async def series(
+    conn: Connection,
+    kind: Kind,
+    metrics: tuple[str, ...],
+    fn: str,
+    tier: Tier,
+    *,
+    device_ids: Sequence[str],
+    start: datetime,
+    tier_start: datetime,
+    tier_end: datetime,
+    end: datetime,
+    part_width: str,
+    query_width: str,
+    timezone: str | None,
+) -> list[asyncpg.Record]:
+    """``fn(metrics[0])`` per query bucket over the devices: tier rows for clean buckets inside
+    [tier_start, tier_end), raw readings for everything else."""
+    args: list[object] = [list(device_ids), start, tier_start, tier_end, end]
+    args += [part_width, query_width]
+    if timezone is not None:
+        args.append(timezone)
+    return await conn.fetch(_series_sql(kind, metrics, fn, tier, timezone is not None), *args)
+
+
+# --- retention and editions -------------------------------------------------------------------
+
+
+async def licensed_edition(conn: Connection) -> bool:
+    """Whether the Timescale-licensed edition (compression, policies) is loaded."""
+    license_name: str | None = await conn.fetchval(
+        "SELECT current_setting('timescaledb.license', true)"
+    )
+    return license_name == "timescale"
+
+
+async def enable_compression(conn: Connection, kind: Kind, tier: Tier, after: timedelta) -> None:
+    """Compress a tier's chunks older than ``after`` (licensed edition only)."""
+    table = rollup_table(kind, tier)
+    enabled = await conn.fetchval(
+        "SELECT compression_enabled FROM timescaledb_information.hypertables"
+        " WHERE hypertable_name = $1",
+        table,
+    )
+    if not enabled:
+        await conn.execute(
+            f"ALTER TABLE {table} SET (timescaledb.compress,"
+            " timescaledb.compress_segmentby = 'device_id',"
+            " timescaledb.compress_orderby = 'bucket')"
+        )
+    await conn.execute(
+        "SELECT add_compression_policy($1::regclass, $2::interval, if_not_exists => true)",
+        table,
+        after,
+    )
+
+
+async def drop_old_chunks(conn: Connection, retention: dict[Tier, timedelta | None]) -> int | None:
+    """Drop whole chunks older than each tier's retention (None keeps the tier); returns how many
+    chunks went, or None when another worker is already doing it."""
+    dropped = 0
+    async with conn.transaction():
+        if not await conn.fetchval(
+            "SELECT pg_try_advisory_xact_lock($1, $2)", _LOCK_KEY, _RETENTION_LOCK
+        ):
+            return None
+        for tier, keep in retention.items():
+            if keep is None:
+                continue
+            for kind in Kind:
+                table = readings_table(kind) if tier is Tier.RAW else rollup_table(kind, tier)
+                rows = await conn.fetch(
+                    "SELECT drop_chunks($1::regclass, older_than => now() - $2::interval)",
+                    table,
+                    keep,
+                )
+                dropped += len(rows)
+    return dropped

@@ -1,0 +1,73 @@
+"""The rollup tiers: their names, widths and columns, derived from the metric contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from devices.contract import METRICS, METRICS_BY_NAME, Kind, Metric
+
+CITY_TIMEZONE: Final = "Asia/Almaty"
+
+
+class Tier(StrEnum):
+    """Where an aggregate is read from; ``RAW`` is the readings themselves."""
+
+    RAW = "raw"
+    MINUTE = "1m"
+    HOUR = "1h"
+    DAY = "1d"
+
+
+@dataclass(frozen=True, slots=True)
+class TierSpec:
+    interval: str  # what Postgres reads
+    seconds: int
+    city_calendar: bool  # buckets start at Almaty midnight
+    source: Tier  # the tier it is recomputed from
+
+
+TIERS: Final[dict[Tier, TierSpec]] = {
+    Tier.MINUTE: TierSpec("1 minute", 60, False, Tier.RAW),
+    Tier.HOUR: TierSpec("1 hour", 3600, False, Tier.MINUTE),
+    Tier.DAY: TierSpec("1 day", 86_400, True, Tier.HOUR),
+}
+ROLLED_TIERS: Final = (Tier.MINUTE, Tier.HOUR, Tier.DAY)
+
+# Cumulative registers: consumption per bucket is the increase, a drop is a meter reset.
+CUMULATIVE: Final[frozenset[tuple[Kind, str]]] = frozenset({(Kind.ENERGY, "energy_kwh")})
+# Counts over ``interval_s`` windows: per bucket their sum, as a rate per hour sum/sum(interval_s).
+WINDOW_COUNTS: Final[frozenset[tuple[Kind, str]]] = frozenset(
+    {(Kind.TRAFFIC, "vehicle_count"), (Kind.TRAFFIC, "heavy_vehicle_count")}
+)
+WINDOW_METRIC: Final = "interval_s"
+
+
+def rollup_table(kind: Kind, tier: Tier) -> str:
+    """Name of a kind's rollup hypertable; the only place the mapping is spelled."""
+    if tier is Tier.RAW:
+        raise ValueError("raw readings have no rollup table")
+    return f"{kind.value}_rollup_{tier.value}"
+
+
+def is_cumulative(kind: Kind, metric: Metric) -> bool:
+    return (kind, metric.name) in CUMULATIVE
+
+
+def tier_columns(kind: Kind, metrics: tuple[Metric, ...] | None = None) -> tuple[str, ...]:
+    """The aggregate columns of a kind's tier tables (after device_id and bucket)."""
+    columns = ["readings"]
+    for metric in metrics if metrics is not None else METRICS[kind]:
+        columns += [f"{metric.name}_{part}" for part in ("n", "min", "max", "sum")]
+        if is_cumulative(kind, metric):
+            columns += [f"{metric.name}_{part}" for part in ("first", "last", "inc")]
+    return tuple(columns)
+
+
+def kind_of_metric(name: str) -> Kind | None:
+    """Metric names are unique across kinds, so a metric says which kind it belongs to."""
+    for kind, metrics in METRICS_BY_NAME.items():
+        if name in metrics:
+            return kind
+    return None

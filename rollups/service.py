@@ -1,0 +1,211 @@
+"""The rollup worker (recompute dirty buckets, apply retention) and the one query planner that
+picks the cheapest tier able to answer a bucket width exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import structlog
+
+from core.config import RollupSettings
+from core.db import Connection
+from devices.contract import Kind
+from rollups import repository
+from rollups.schemas import CITY_TIMEZONE, ROLLED_TIERS, TIERS, Tier
+
+log = structlog.get_logger(__name__)
+
+CITY_ZONE: Final = ZoneInfo(CITY_TIMEZONE)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# --- the query planner ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Which tier answers, over which aligned middle [tier_start, tier_end); raw fills the rest."""
+
+    tier: Tier
+    tier_start: datetime
+    tier_end: datetime
+    part_width: str
+    query_width: str
+    timezone: str | None
+
+
+def _floor_fixed(ts: datetime, seconds: int) -> datetime:
+    offset = (ts - _EPOCH).total_seconds()
+    return _EPOCH + timedelta(seconds=math.floor(offset / seconds) * seconds)
+
+
+def _ceil_fixed(ts: datetime, seconds: int) -> datetime:
+    offset = (ts - _EPOCH).total_seconds()
+    return _EPOCH + timedelta(seconds=math.ceil(offset / seconds) * seconds)
+
+
+def _floor_day(ts: datetime) -> datetime:
+    local = ts.astimezone(CITY_ZONE)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+def _ceil_day(ts: datetime) -> datetime:
+    floor = _floor_day(ts)
+    if floor == ts:
+        return floor
+    # Almaty has no daylight saving: a local day is 24 hours.
+    return floor + timedelta(days=1)
+
+
+def choose_tier(seconds: int, city_calendar: bool) -> Tier:
+    """The coarsest tier whose buckets tile the query bucket: days (Almaty) for calendar
+    buckets, hours or minutes for fixed widths that are multiples of them, raw otherwise."""
+    if city_calendar:
+        return Tier.DAY
+    for tier in (Tier.HOUR, Tier.MINUTE):
+        if seconds % TIERS[tier].seconds == 0:
+            return tier
+    return Tier.RAW
+
+
+def plan(
+    query_width: str, seconds: int, city_calendar: bool, start: datetime, end: datetime
+) -> Plan:
+    """Plan a query of buckets ``query_width`` over [start, end)."""
+    timezone = CITY_TIMEZONE if city_calendar else None
+    tier = choose_tier(seconds, city_calendar)
+    if tier is Tier.DAY:
+        tier_start, tier_end = _ceil_day(start), _floor_day(end)
+    elif tier is not Tier.RAW:
+        width = TIERS[tier].seconds
+        tier_start, tier_end = _ceil_fixed(start, width), _floor_fixed(end, width)
+    if tier is Tier.RAW or tier_start >= tier_end:
+        return Plan(Tier.RAW, end, end, query_width, query_width, timezone)
+    return Plan(tier, tier_start, tier_end, TIERS[tier].interval, query_width, timezone)
+
+
+async def series(
+    conn: Connection,
+    kind: Kind,
+    *,
+    metrics: tuple[str, ...],
+    fn: str,
+    device_ids: list[str],
+    the_plan: Plan,
+    start: datetime,
+    end: datetime,
+) -> list[asyncpg.Record]:
+    """Rows (bucket_start, readings, value), equal to the aggregate computed from raw."""
+    return await repository.series(
+        conn,
+        kind,
+        metrics,
+        fn,
+        the_plan.tier,
+        device_ids=device_ids,
+        start=start,
+        tier_start=the_plan.tier_start,
+        tier_end=the_plan.tier_end,
+        end=end,
+        part_width=the_plan.part_width,
+        query_width=the_plan.query_width,
+        timezone=the_plan.timezone,
+    )
+
+
+# --- the worker -------------------------------------------------------------------------------
+
+
+async def roll_up_kind(pool: asyncpg.Pool, kind: Kind, batch: int) -> int:
+    """Recompute one batch of a kind's dirty minutes and their hours and days in one transaction;
+    returns how many minutes, 0 when none are dirty or another worker holds the kind."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await repository.try_lock_kind(conn, kind):
+            return 0
+        claimed = await repository.claim_dirty(conn, kind, batch)
+        if not claimed:
+            return 0
+        await repository.recompute(
+            conn, kind, [row["device_id"] for row in claimed], [row["minute"] for row in claimed]
+        )
+    return len(claimed)
+
+
+async def roll_up(pool: asyncpg.Pool, batch: int = 5000) -> int:
+    """Recompute until nothing is dirty (or others hold every kind); returns minutes done."""
+    total = 0
+    while True:
+        done = 0
+        for kind in Kind:
+            done += await roll_up_kind(pool, kind, batch)
+        total += done
+        if done == 0:
+            return total
+
+
+def retention(settings: RollupSettings) -> dict[Tier, timedelta | None]:
+    days = {
+        Tier.RAW: settings.raw_retention_days,
+        Tier.MINUTE: settings.minute_retention_days,
+        Tier.HOUR: settings.hour_retention_days,
+        Tier.DAY: settings.day_retention_days,
+    }
+    return {tier: None if d is None else timedelta(days=d) for tier, d in days.items()}
+
+
+async def apply_retention(pool: asyncpg.Pool, settings: RollupSettings) -> int | None:
+    async with pool.acquire() as conn:
+        dropped = await repository.drop_old_chunks(conn, retention(settings))
+    log.info("retention applied", chunks_dropped=dropped)
+    return dropped
+
+
+async def prepare(pool: asyncpg.Pool, settings: RollupSettings) -> bool:
+    """Detect the edition at start-up; on the licensed one, compress old tier chunks."""
+    async with pool.acquire() as conn:
+        licensed = await repository.licensed_edition(conn)
+        if licensed:
+            after = timedelta(days=settings.compress_after_days)
+            for kind in Kind:
+                for tier in ROLLED_TIERS:
+                    await repository.enable_compression(conn, kind, tier, after)
+    log.info("rollups prepared", licensed_edition=licensed)
+    return licensed
+
+
+async def run(pool: asyncpg.Pool, settings: RollupSettings, stop: asyncio.Event) -> None:
+    """The worker loop: roll up what is dirty, pause when idle, apply retention on schedule."""
+    await prepare(pool, settings)
+    next_retention = 0.0
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        done = await roll_up(pool, settings.batch_minutes)
+        if done:
+            log.info("rolled up", minutes=done)
+        if loop.time() >= next_retention:
+            await apply_retention(pool, settings)
+            next_retention = loop.time() + settings.retention_interval_s
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.interval_s)
+
+
+async def backfill(pool: asyncpg.Pool, start: datetime, end: datetime, step_days: int = 7) -> None:
+    """Recompute every tier over [start, end) from raw, a week at a time (bulk loads).
+    ``start`` and ``end`` are widened to Almaty midnights so every day bucket is whole."""
+    start, end = _floor_day(start), _ceil_day(end)
+    for kind in Kind:
+        for tier in ROLLED_TIERS:
+            cursor = start
+            while cursor < end:
+                upper = min(cursor + timedelta(days=step_days), end)
+                async with pool.acquire() as conn:
+                    await repository.backfill(conn, kind, tier, cursor, upper)
+                cursor = upper
+        log.info("backfilled", kind=kind.value)

@@ -1,0 +1,146 @@
+"""District and city aggregates, gap filling, completeness, and the KPI summaries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+
+from devices.contract import District, Kind
+from tests.api.conftest import insert_readings, parse_ts
+from tests.support import register
+
+AT = datetime(2024, 7, 10, 12, 0, tzinfo=UTC)  # 17:00 in Almaty; no other test writes July 2024
+
+
+async def test_gaps_are_filled_on_request_and_completeness_uses_the_expected_rate(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    device_id = f"gaps-{unique}"
+    await db_pool.execute(
+        "INSERT INTO devices (device_id, kind, district, metadata) VALUES ($1, 'air', 'gate', $2)",
+        device_id,
+        {"expected_interval_s": 60},
+    )
+    start = datetime(2024, 6, 1, 10, 0, tzinfo=UTC)
+    minutes = [*range(10), *range(15, 18)]
+    rows = [{"ts": start + timedelta(minutes=m, seconds=5), "pm10": 20.0} for m in minutes]
+    await insert_readings(db_pool, Kind.AIR, device_id, rows)
+    params = {"metric": "pm10", "bucket": "5m", "fn": "count"}
+    params |= {"from": start.isoformat(), "to": (start + timedelta(minutes=25)).isoformat()}
+    url = f"/api/v1/devices/{device_id}/aggregates"
+    sparse = (await client.get(url, params=params)).json()["items"]
+    assert [(i["count"], i["completeness"], i["gap"]) for i in sparse] == [
+        (5, 1.0, False),
+        (5, 1.0, False),
+        (3, 0.6, False),
+    ]
+    filled = (await client.get(url, params=params | {"fill": "true"})).json()["items"]
+    assert [(i["count"], i["value"], i["gap"]) for i in filled] == [
+        (5, 5, False),
+        (5, 5, False),
+        (0, None, True),
+        (3, 3, False),
+        (0, None, True),
+    ]
+    assert parse_ts(filled[2]["bucket_start"]) == start + timedelta(minutes=10)
+
+
+async def test_city_aggregates_cover_every_device_of_the_kind(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    start = datetime(2024, 5, 1, 0, 0, tzinfo=UTC)
+    for n, district in enumerate((District.GATE, District.GROWING)):
+        device_id = f"citywide-{n}-{unique}"
+        await register(db_pool, device_id, Kind.AIR, district)
+        await insert_readings(
+            db_pool, Kind.AIR, device_id, [{"ts": start + timedelta(minutes=1), "so2": 10.0 * n}]
+        )
+    params = {"metric": "so2", "bucket": "1h", "fn": "count"}
+    params |= {"from": start.isoformat(), "to": (start + timedelta(hours=1)).isoformat()}
+    city = (await client.get("/api/v1/city/aggregates", params=params)).json()
+    assert city["scope"] == "city"
+    assert city["kind"] == "air"
+    assert [i["value"] for i in city["items"]] == [2]
+    growing = (await client.get("/api/v1/districts/growing/aggregates", params=params)).json()
+    assert [i["value"] for i in growing["items"]] == [1]
+
+
+async def test_fn_must_suit_the_metric(client: httpx.AsyncClient) -> None:
+    for metric, fn in (("pm10", "increase"), ("power_kw", "rate"), ("ghost", "avg")):
+        response = await client.get(
+            "/api/v1/city/aggregates", params={"metric": metric, "bucket": "1h", "fn": fn}
+        )
+        assert response.status_code == 422
+        assert response.json()["error"] in {"invalid_fn", "unknown_metric"}
+
+
+async def test_district_summary_computes_aqi_congestion_and_energy_load(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    district = District.GOLDEN
+    air, road, meter = f"kpi-air-{unique}", f"kpi-road-{unique}", f"kpi-meter-{unique}"
+    await register(db_pool, air, Kind.AIR, district)
+    await register(db_pool, road, Kind.TRAFFIC, district)
+    await register(db_pool, meter, Kind.ENERGY, district)
+    steps = [AT - timedelta(hours=20) + timedelta(minutes=10 * i) for i in range(120)]
+    await insert_readings(
+        db_pool,
+        Kind.AIR,
+        air,
+        [{"ts": ts, "pm2_5": 12.0, "pm10": 100.0, "no2": 50.0} for ts in steps],
+    )
+    recent = [ts for ts in steps if ts >= AT - timedelta(hours=2)]
+    await insert_readings(
+        db_pool,
+        Kind.TRAFFIC,
+        road,
+        [
+            {
+                "ts": ts,
+                "vehicle_count": 10,
+                "interval_s": 600.0,
+                "avg_speed_kmh": 30.0 if ts >= AT - timedelta(minutes=15) else 60.0,
+            }
+            for ts in recent
+        ],
+    )
+    # The register resets once during the day: consumption counts from the reset, never below 0.
+    registers = [100.0 + i if i < 100 else float(i - 100) for i in range(len(steps))]
+    await insert_readings(
+        db_pool,
+        Kind.ENERGY,
+        meter,
+        [
+            {"ts": ts, "energy_kwh": r, "power_kw": 5.0}
+            for ts, r in zip(steps, registers, strict=True)
+        ],
+    )
+    response = await client.get(
+        f"/api/v1/districts/{district.value}/summary", params={"at": AT.isoformat()}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["air"]["aqi"] == 73
+    assert body["air"]["dominant"] == "pm10"
+    assert body["air"]["category"] == "moderate"
+    assert body["air"]["pollutants"]["pm2_5"]["sub_index"] == 56
+    assert body["traffic"]["free_flow_kmh"] == 60.0
+    assert body["traffic"]["avg_speed_kmh"] == 30.0
+    assert body["traffic"]["congestion"] == 0.5
+    assert body["traffic"]["vehicles_per_hour"] == 60
+    assert body["energy"]["load_kw"] == 5.0
+    midnight = datetime(2024, 7, 9, 19, 0, tzinfo=UTC)
+    today = [r for ts, r in zip(steps, registers, strict=True) if ts >= midnight]
+    before = [r for ts, r in zip(steps, registers, strict=True) if ts < midnight][-1]
+    want, prev = 0.0, before
+    for value in today:
+        want += value - prev if value >= prev else value
+        prev = value
+    assert body["energy"]["consumption_today_kwh"] == want
+
+    city = (await client.get("/api/v1/city/summary", params={"at": AT.isoformat()})).json()
+    assert city["district"] is None
+    assert city["air"]["aqi"] >= 73
+    assert [d["district"] for d in city["districts"]] == [d.value for d in District]

@@ -1,0 +1,182 @@
+"""Alerts against the real pipeline: a threshold sustained for its window opens an alert, an
+operator acknowledges it, readings back to normal resolve it; Last Will opens an offline alert."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+
+from core.config import Settings
+from devices.contract import District, Kind, status_topic, telemetry_topic
+from ingest.app import RunningIngest
+from tests.live.sse import SseClient
+from tests.support import eventually, publish, register
+
+PM25_RULE = "PM2.5 above 75 µg/m³ for 15 minutes"
+
+
+def air(minutes_ago: float, pm2_5: float) -> tuple[str, bytes]:
+    ts = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    return "air", orjson.dumps({"ts": ts.isoformat(), "pm2_5": pm2_5})
+
+
+async def alerts_of(client: httpx.AsyncClient, device_id: str) -> list[dict[str, Any]]:
+    response = await client.get("/api/v1/alerts", params={"device_id": device_id})
+    assert response.status_code == 200
+    return list(response.json()["items"])
+
+
+async def next_alert(feed: SseClient, device_id: str, timeout_s: float = 15) -> dict[str, Any]:
+    """The next change of the device's alerts on the feed (heartbeats skipped)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        event = await feed.next_event(timeout_s=timeout_s)
+        if event.event == "alert" and event.json()["device_id"] == device_id:
+            return dict(event.json())
+    raise TimeoutError(f"no alert change for {device_id} in {timeout_s} s")
+
+
+async def test_an_alert_opens_after_its_window_is_acknowledged_and_resolves(
+    settings: Settings,
+    db_pool: asyncpg.Pool,
+    ingest: RunningIngest,
+    live_url: str,
+    unique: str,
+) -> None:
+    device = f"smog-{unique}"
+    topic = telemetry_topic(Kind.AIR, device)
+    await register(db_pool, device, Kind.AIR, District.GROWING)
+    feed = await SseClient.open(f"{live_url}/api/v1/alerts/live")
+    assert (await feed.next_event()).event == "snapshot"
+    async with httpx.AsyncClient(base_url=live_url) as client:
+        # Ten minutes above the threshold: not yet sustained for fifteen.
+        await publish(settings, [(topic, air(m, 120.0)[1]) for m in (10, 6, 3, 1)])
+        stored = await eventually(
+            lambda: db_pool.fetchval(
+                "SELECT count(*) FROM air_readings WHERE device_id = $1", device
+            ),
+            lambda count: count == 4,
+        )
+        assert stored == 4
+        assert await eventually(lambda: alerts_of(client, device), bool, timeout_s=1.5) == []
+
+        # A late reading seventeen minutes back makes the streak long enough.
+        await publish(settings, [(topic, air(17, 90.0)[1])])
+        opened = await next_alert(feed, device)
+        assert opened["state"] == "open"
+        assert opened["rule_name"] == PM25_RULE
+        assert opened["severity"] == "critical"
+        assert opened["value"] == 120.0
+        alert_id = opened["alert_id"]
+
+        ack = await client.post(
+            f"/api/v1/alerts/{alert_id}/acknowledge", json={"by": "operator-aigerim"}
+        )
+        assert ack.status_code == 200, ack.text
+        assert ack.json()["state"] == "acknowledged"
+        assert ack.json()["acknowledged_by"] == "operator-aigerim"
+        assert ack.json()["acknowledged_at"] is not None
+        assert (await next_alert(feed, device))["state"] == "acknowledged"
+        again = await client.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={"by": "x"})
+        assert again.status_code == 409
+        assert again.json()["error"] == "alert_not_open"
+
+        # Back to normal: the evaluator resolves it.
+        await publish(settings, [(topic, air(0, 12.0)[1])])
+        resolved = await next_alert(feed, device)
+        assert resolved["state"] == "resolved"
+        assert resolved["resolved_at"] is not None
+        history = await alerts_of(client, device)
+    await feed.close()
+    assert [(a["alert_id"], a["state"]) for a in history] == [(alert_id, "resolved")]
+
+
+async def test_rules_are_managed_over_the_api_and_a_traffic_rule_fires(
+    settings: Settings,
+    db_pool: asyncpg.Pool,
+    ingest: RunningIngest,
+    live_url: str,
+    unique: str,
+) -> None:
+    device = f"jam-{unique}"
+    await register(db_pool, device, Kind.TRAFFIC, District.GATE)
+    async with httpx.AsyncClient(base_url=live_url) as client:
+        defaults = (await client.get("/api/v1/alert-rules")).json()["items"]
+        names = {rule["name"] for rule in defaults}
+        assert {PM25_RULE, "Speed under 15 km/h for 10 minutes"} <= names
+        assert any(rule["condition"] == "offline" for rule in defaults)
+
+        bad = await client.post(
+            "/api/v1/alert-rules",
+            json={"name": f"bad {unique}", "condition": "above", "kind": "air", "window_s": 60},
+        )
+        assert bad.status_code == 422
+        assert bad.json()["error"] == "validation_error"
+        created = await client.post(
+            "/api/v1/alert-rules",
+            json={
+                "name": f"slow {unique}",
+                "condition": "below",
+                "kind": "traffic",
+                "metric": "avg_speed_kmh",
+                "threshold": 15,
+                "window_s": 60,
+                "device_id": device,
+            },
+        )
+        assert created.status_code == 201, created.text
+        rule_id = created.json()["rule_id"]
+        duplicate = await client.post("/api/v1/alert-rules", json=created.json() | {"rule_id": 1})
+        assert duplicate.status_code == 422  # rule_id is not a field of a new rule
+
+        now = datetime.now(UTC)
+        await publish(
+            settings,
+            [
+                (
+                    telemetry_topic(Kind.TRAFFIC, device),
+                    orjson.dumps(
+                        {"ts": (now - timedelta(seconds=s)).isoformat(), "avg_speed_kmh": 8.0}
+                    ),
+                )
+                for s in (70, 30, 0)
+            ],
+        )
+        fired = await eventually(
+            lambda: alerts_of(client, device),
+            lambda items: any(a["rule_id"] == rule_id for a in items),
+        )
+        assert [a["message"] for a in fired if a["rule_id"] == rule_id] == [
+            "avg_speed_kmh below 15 for 60 s (now 8)"
+        ]
+        patched = await client.patch(f"/api/v1/alert-rules/{rule_id}", json={"enabled": False})
+        assert patched.status_code == 200
+        assert patched.json()["enabled"] is False
+        assert (await client.delete(f"/api/v1/alert-rules/{rule_id}")).status_code == 204
+        assert (await client.delete(f"/api/v1/alert-rules/{rule_id}")).status_code == 404
+
+
+async def test_last_will_offline_opens_an_offline_alert(
+    settings: Settings,
+    db_pool: asyncpg.Pool,
+    ingest: RunningIngest,
+    live_url: str,
+    unique: str,
+) -> None:
+    device = f"will-{unique}"
+    await register(db_pool, device, Kind.ENERGY, District.GOLDEN)
+    async with httpx.AsyncClient(base_url=live_url) as client:
+        await publish(settings, [(status_topic(Kind.ENERGY, device), b"offline")])
+        items = await eventually(lambda: alerts_of(client, device), bool)
+        assert [a["state"] for a in items] == ["open"]
+        assert items[0]["message"].startswith("no reading for 300 s")
+        await publish(settings, [(status_topic(Kind.ENERGY, device), b"online")])
+        items = await eventually(
+            lambda: alerts_of(client, device), lambda items: items[0]["state"] == "resolved"
+        )
+        assert [a["state"] for a in items] == ["resolved"]
