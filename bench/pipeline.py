@@ -251,6 +251,82 @@ async def latency_to_stored(
     return latencies
 
 
+async def live_latency(services: BenchServices, pool: asyncpg.Pool, seconds: float) -> list[float]:
+    """Publish air readings with ts = send time; an SSE client of the api notes each arrival."""
+    devices = [f"live-{n:02d}" for n in range(20)]
+    await pool.executemany(
+        "INSERT INTO devices (device_id, kind, district) VALUES ($1, 'air', 'green')",
+        [(d,) for d in devices],
+    )
+    settings = services.settings()
+    port = free_port()
+    api = Process(
+        "api",
+        env={
+            "DATABASE_URL": settings.database_url,
+            "MQTT_URL": settings.mqtt_url,
+            "ALATAU_API__PORT": str(port),
+            "ALATAU_LOG_LEVEL": "WARNING",
+        },
+    )
+    sent: dict[tuple[str, str], float] = {}
+    latencies: list[float] = []
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            await wait_healthy(http)
+            ready = asyncio.Event()
+
+            async def listen() -> None:
+                async with http.stream("GET", "/api/v1/live", params={"kind": "air"}) as stream:
+                    event = ""
+                    async for line in stream.aiter_lines():
+                        if line.startswith("event: "):
+                            event = line[7:]
+                            ready.set()
+                        elif line.startswith("data: ") and event == "reading":
+                            reading = orjson.loads(line[6:])
+                            key = (reading["device_id"], reading["ts"])
+                            sent_at = sent.pop(key, None)
+                            if sent_at is not None:
+                                latencies.append(time.time() - sent_at)
+
+            listener = asyncio.create_task(listen())
+            await asyncio.wait_for(ready.wait(), timeout=30)
+            client = make_client(settings.mqtt, f"bench-live-{uuid.uuid4().hex[:6]}")
+            await connect(client, settings.mqtt)
+            deadline = time.perf_counter() + seconds
+            n = 0
+            while time.perf_counter() < deadline:
+                for device in devices:
+                    now = time.time()
+                    ts = datetime.fromtimestamp(round(now, 3), UTC)
+                    reading = {"ts": ts.isoformat(), "pm2_5": float(n % 90)}
+                    sent[(device, ts.isoformat().replace("+00:00", "Z"))] = now
+                    sent[(device, ts.isoformat())] = now
+                    await publish_when_possible(
+                        client, telemetry_topic(Kind.AIR, device), orjson.dumps(reading)
+                    )
+                n += 1
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1)
+            listener.cancel()
+            await client.disconnect()
+    finally:
+        api.stop()
+    return latencies
+
+
+async def wait_healthy(client: httpx.AsyncClient) -> None:
+    for _ in range(300):
+        try:
+            if (await client.get("/api/v1/health")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the api never became healthy")
+
+
 async def api_latency(services: BenchServices, pool: asyncpg.Pool) -> tuple[dict[str, Any], float]:
     """Latest, raw and aggregate queries with 8 concurrent clients, on 24 h of 1-minute data."""
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
@@ -378,6 +454,11 @@ async def run(quick: bool) -> dict[str, Any]:
             figures["latency_p99_ms"] = percentile(latencies, 99) * 1000
             figures["latency_samples"] = len(latencies)
             figures["ingest_peak_rss_mib"] = max(rss)
+            step("latency publish -> live-feed client (SSE), 400 readings/s for 10 s")
+            live = await live_latency(services, pool, 10)
+            figures["live_p50_ms"] = percentile(live, 50) * 1000
+            figures["live_p99_ms"] = percentile(live, 99) * 1000
+            figures["live_samples"] = len(live)
             step("API latency, 8 concurrent clients")
             figures["api"], figures["api_peak_rss_mib"] = await api_latency(services, pool)
         finally:
