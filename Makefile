@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: provision run stop test lint typecheck check bench
+.PHONY: provision run stop test lint typecheck check bench bench-aggregates
 
 provision:
 	@bash scripts/provision.sh
@@ -27,3 +27,7 @@ check: lint typecheck test
 
 bench: provision
 	@$(PY) -m bench.pipeline
+
+# A year of data for 1,000 devices: about a quarter of an hour on two cores.
+bench-aggregates: provision
+	@$(PY) -m bench.aggregates

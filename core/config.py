@@ -53,6 +53,7 @@ class IngestSettings(BaseModel):
     share_group: str = "ingest"
     batch_size: int = Field(default=5000, ge=1, description="readings per database write")
     flush_interval_s: float = Field(default=0.2, gt=0, description="longest a reading waits")
+    flush_concurrency: int = Field(default=2, ge=1, description="batches written at once")
     max_unacked: int = Field(default=20_000, ge=1, description="messages received, not yet acked")
     max_payload_bytes: int = Field(default=256 * 1024, ge=64)
     late_window_s: float = Field(default=7 * 86_400, gt=0, description="oldest accepted reading")

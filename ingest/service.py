@@ -83,7 +83,24 @@ class IngestService:
         await future
 
     async def run(self) -> None:
-        """Flush batches until ``close`` is called; then write what is left and return."""
+        """Flush batches until ``close`` is called; then write what is left and return.
+
+        Up to ``flush_concurrency`` batches are written at once on their own connections, so
+        the database works on one while Python parses the next; MQTT lets a receiver
+        acknowledge QoS 1 messages in any order, and the (device, ts) key makes order moot.
+        """
+        slots = asyncio.Semaphore(self._settings.flush_concurrency)
+        writing: set[asyncio.Task[FlushResult | None]] = set()
+
+        def finished(task: asyncio.Task[FlushResult | None]) -> None:
+            writing.discard(task)
+            slots.release()
+            if not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "batch write failed; its messages stay unacknowledged",
+                    error=repr(task.exception()),
+                )
+
         while not self._closing.is_set():
             await _first_of(self._has_items, self._closing)
             deadline = self._oldest_at + self._settings.flush_interval_s
@@ -96,23 +113,38 @@ class IngestService:
                     await asyncio.wait_for(_first_of(self._full, self._closing), remaining)
                 except TimeoutError:
                     break
-            await self.flush()
+            # Taken only once a slot is free: while both are busy the batch keeps growing.
+            await slots.acquire()
+            task = asyncio.create_task(self._write_batch(self._take()))
+            writing.add(task)
+            task.add_done_callback(finished)
+        try:
+            if writing:
+                await asyncio.gather(*writing, return_exceptions=True)
+        finally:
+            for task in list(writing):
+                task.cancel()
         await self.flush()
 
     def close(self) -> None:
-        """Ask ``run`` to finish: the batch being written completes, the rest is flushed once."""
+        """Ask ``run`` to finish: batches being written complete, the rest is flushed once."""
         self._closing.set()
 
     async def flush(self) -> FlushResult | None:
-        """Write everything pending now; used by the loop and on shutdown."""
-        batch = self._take()
+        """Write everything pending now; used on shutdown and by tests."""
+        return await self._write_batch(self._take())
+
+    async def _write_batch(
+        self, batch: list[tuple[ParsedMessage, asyncio.Future[None]]]
+    ) -> FlushResult | None:
         if not batch:
             return None
         messages = [message for message, _ in batch]
         try:
             result = await self._write_with_retry(messages)
         except BaseException:
-            # Cancelled mid-write (shutdown): the messages stay unacknowledged at the broker.
+            # Cancelled mid-write (shutdown), or a fault of ours: the messages stay
+            # unacknowledged at the broker, which delivers them again.
             for _, future in batch:
                 future.cancel()
             raise
