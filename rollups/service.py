@@ -188,7 +188,7 @@ async def run(pool: asyncpg.Pool, settings: RollupSettings, stop: asyncio.Event)
     while not stop.is_set():
         done = await roll_up(pool, settings.batch_minutes)
         if done:
-            log.info("rolled up", minutes=done)
+            log.debug("rolled up", minutes=done)
         if loop.time() >= next_retention:
             await apply_retention(pool, settings)
             next_retention = loop.time() + settings.retention_interval_s
