@@ -259,21 +259,12 @@ async def live_latency(services: BenchServices, pool: asyncpg.Pool, seconds: flo
         [(d,) for d in devices],
     )
     settings = services.settings()
-    port = free_port()
-    api = Process(
-        "api",
-        env={
-            "DATABASE_URL": settings.database_url,
-            "MQTT_URL": settings.mqtt_url,
-            "ALATAU_API__PORT": str(port),
-            "ALATAU_LOG_LEVEL": "WARNING",
-        },
-    )
+    api, port = start_api(settings)
     sent: dict[tuple[str, str], float] = {}
     latencies: list[float] = []
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            await wait_healthy(http)
+            await wait_healthy(http, port)
             ready = asyncio.Event()
 
             async def listen() -> None:
@@ -316,10 +307,23 @@ async def live_latency(services: BenchServices, pool: asyncpg.Pool, seconds: flo
     return latencies
 
 
-async def wait_healthy(client: httpx.AsyncClient) -> None:
+def start_api(settings: Settings) -> tuple[Process, int]:
+    """The api as a real process on a free port of the benchmark's services."""
+    port = free_port()
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "MQTT_URL": settings.mqtt_url,
+        "ALATAU_API__PORT": str(port),
+        "ALATAU_LOG_LEVEL": "WARNING",
+    }
+    return Process("api", env=env), port
+
+
+async def wait_healthy(client: httpx.AsyncClient, port: int) -> None:
     for _ in range(300):
         try:
-            if (await client.get("/api/v1/health")).status_code == 200:
+            health = await client.get(f"http://127.0.0.1:{port}/api/v1/health")
+            if health.status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -355,17 +359,7 @@ async def api_latency(services: BenchServices, pool: asyncpg.Pool) -> tuple[dict
         ],
     )
     await pool.execute("ANALYZE traffic_readings")
-    port = free_port()
-    settings = services.settings()
-    api = Process(
-        "api",
-        env={
-            "DATABASE_URL": settings.database_url,
-            "MQTT_URL": settings.mqtt_url,
-            "ALATAU_API__PORT": str(port),
-            "ALATAU_LOG_LEVEL": "WARNING",
-        },
-    )
+    api, port = start_api(services.settings())
     base = f"http://127.0.0.1:{port}/api/v1"
     frm, to = start.isoformat(), (start + timedelta(days=1)).isoformat()
     queries: dict[str, Callable[[int], tuple[str, dict[str, str]]]] = {
@@ -383,13 +377,7 @@ async def api_latency(services: BenchServices, pool: asyncpg.Pool) -> tuple[dict
     results: dict[str, Any] = {}
     try:
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            for _ in range(300):
-                try:
-                    if (await client.get("/health")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
+            await wait_healthy(client, port)
             for name, query in queries.items():
                 timings: list[float] = []
 
