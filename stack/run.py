@@ -17,7 +17,7 @@ from types import FrameType
 
 import httpx
 
-from core.config import DEFAULT_DATABASE_URL, DEFAULT_MQTT_URL, get_settings
+from core.config import get_settings
 from migrations.runner import migrate
 from stack.services import MosquittoBroker, PostgresCluster, ServiceError, port_open
 
@@ -50,26 +50,24 @@ class Stack:
 
     def start_services(self) -> None:
         postgres, broker = local_services()
-        if "DATABASE_URL" in os.environ or "ALATAU_DATABASE_URL" in os.environ:
-            say("using the database at DATABASE_URL")
-        else:
-            was_running = postgres.running()
-            postgres.start()
-            if not was_running:
-                self.started_services.append(postgres)
-            say(f"TimescaleDB {'reused' if was_running else 'started'} on port {postgres.port}")
-            self.env["DATABASE_URL"] = postgres.url
-        if "MQTT_URL" in os.environ or "ALATAU_MQTT_URL" in os.environ:
-            say("using the broker at MQTT_URL")
-        else:
-            was_running = broker.running()
-            broker.start()
-            if not was_running:
-                self.started_services.append(broker)
-            say(f"Mosquitto {'reused' if was_running else 'started'} on port {broker.port}")
-            self.env["MQTT_URL"] = broker.url
-        self.env.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
-        self.env.setdefault("MQTT_URL", DEFAULT_MQTT_URL)
+        self._use_or_start(postgres, "DATABASE_URL", "TimescaleDB", "database")
+        self._use_or_start(broker, "MQTT_URL", "Mosquitto", "broker")
+
+    def _use_or_start(
+        self, service: PostgresCluster | MosquittoBroker, variable: str, name: str, role: str
+    ) -> None:
+        """Use the service the environment names, or start (or reuse) the private one."""
+        if variable in os.environ or f"ALATAU_{variable}" in os.environ:
+            say(f"using the {role} at {variable}")
+            # The same precedence as core.config.Settings: the prefixed name wins.
+            self.env[variable] = os.environ.get(f"ALATAU_{variable}") or os.environ[variable]
+            return
+        was_running = service.running()
+        service.start()
+        if not was_running:
+            self.started_services.append(service)
+        say(f"{name} {'reused' if was_running else 'started'} on port {service.port}")
+        self.env[variable] = service.url
 
     def migrate(self) -> None:
         applied = migrate(self.env["DATABASE_URL"])
