@@ -194,7 +194,9 @@ class TrafficSummary(BaseModel):
 
 
 class EnergySummary(BaseModel):
-    load_kw: float | None = Field(description="average power over the last 15 minutes x devices")
+    load_kw: float | None = Field(
+        description="sum over meters of each one's mean power over the last 15 minutes"
+    )
     consumption_today_kwh: float | None = Field(
         description="energy_kwh increase since midnight in Almaty, meter resets handled"
     )

@@ -19,7 +19,7 @@ from api.schemas import (
     TrafficSummary,
 )
 from core.db import Connection
-from devices.contract import District, Kind
+from devices.contract import METRICS_BY_NAME, District, Kind
 from rollups import service as rollups
 from rollups.service import CITY_ZONE
 
@@ -130,7 +130,13 @@ async def _traffic(conn: Connection, devices: list[str], at: datetime) -> Traffi
 
 
 async def _energy(conn: Connection, devices: list[str], at: datetime) -> EnergySummary:
-    power = await _mean(conn, Kind.ENERGY, devices, "power_kw", (at - RECENT, at))
+    load = await repository.sum_of_device_means(
+        conn,
+        Kind.ENERGY,
+        devices,
+        METRICS_BY_NAME[Kind.ENERGY]["power_kw"],
+        window=(at - RECENT, at),
+    )
     midnight = at.astimezone(CITY_ZONE).replace(hour=0, minute=0, second=0, microsecond=0)
     today = await _values(
         conn,
@@ -143,7 +149,7 @@ async def _energy(conn: Connection, devices: list[str], at: datetime) -> EnergyS
         end=at,
     )
     return EnergySummary(
-        load_kw=None if power is None else power * len(devices),
+        load_kw=load,
         consumption_today_kwh=sum(v for v in today if v is not None) if today else None,
     )
 

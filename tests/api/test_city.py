@@ -144,3 +144,23 @@ async def test_district_summary_computes_aqi_congestion_and_energy_load(
     assert city["district"] is None
     assert city["air"]["aqi"] >= 73
     assert [d["district"] for d in city["districts"]] == [d.value for d in District]
+
+
+async def test_energy_load_sums_each_meters_power_and_ignores_silent_meters(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    at = datetime(2024, 8, 14, 9, 0, tzinfo=UTC)  # no other test writes August 2024
+    district = District.GREEN
+    recent = [at - timedelta(minutes=14) + timedelta(minutes=2 * i) for i in range(7)]
+    for name, power in (("a", 5.0), ("b", 3.0)):
+        meter = f"load-{name}-{unique}"
+        await register(db_pool, meter, Kind.ENERGY, district)
+        await insert_readings(
+            db_pool, Kind.ENERGY, meter, [{"ts": ts, "power_kw": power} for ts in recent]
+        )
+    await register(db_pool, f"load-silent-{unique}", Kind.ENERGY, district)
+    response = await client.get(
+        f"/api/v1/districts/{district.value}/summary", params={"at": at.isoformat()}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["energy"]["load_kw"] == 8.0
