@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, Field
 
 from api.schemas import Values
 from devices.contract import District, Kind
@@ -62,20 +61,3 @@ class LiveReading:
             "values": values,
         }
         return orjson.dumps(document)
-
-
-class LiveReadingOut(BaseModel):
-    """One ``reading`` event (SSE ``data``, or a WebSocket message with ``type: reading``)."""
-
-    device_id: str
-    kind: Kind
-    district: District
-    ts: datetime = Field(description="reading time reported by the device")
-    received_at: datetime = Field(description="when this replica received it")
-    values: Values
-
-
-class LiveSnapshot(BaseModel):
-    """The first event of a feed: the newest reading of every matching device."""
-
-    items: list[LiveReadingOut]
