@@ -116,8 +116,10 @@ async def publish_all(
     """Publish at QoS 1 over several connections; returns seconds until the broker acked all."""
 
     async def one(chunk: Sequence[tuple[str, bytes]]) -> None:
-        client = make_client(settings.mqtt, f"bench-pub-{uuid.uuid4().hex[:8]}")
-        await connect(client, settings.mqtt)
+        client = make_client(
+            settings.mqtt_as(settings.simulator), f"bench-pub-{uuid.uuid4().hex[:8]}"
+        )
+        await connect(client, settings.mqtt_as(settings.simulator))
         try:
             for n, (topic, payload) in enumerate(chunk):
                 await publish_when_possible(client, topic, payload)

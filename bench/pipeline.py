@@ -200,8 +200,10 @@ async def latency_to_stored(
     latencies: list[float] = []
     try:
         await asyncio.sleep(2.5)
-        client = make_client(settings.mqtt, f"bench-lat-{uuid.uuid4().hex[:6]}")
-        await connect(client, settings.mqtt)
+        client = make_client(
+            settings.mqtt_as(settings.simulator), f"bench-lat-{uuid.uuid4().hex[:6]}"
+        )
+        await connect(client, settings.mqtt_as(settings.simulator))
         sent: dict[tuple[str, datetime], float] = {}
         stop = asyncio.Event()
 
@@ -283,8 +285,10 @@ async def live_latency(services: BenchServices, pool: asyncpg.Pool, seconds: flo
 
             listener = asyncio.create_task(listen())
             await asyncio.wait_for(ready.wait(), timeout=30)
-            client = make_client(settings.mqtt, f"bench-live-{uuid.uuid4().hex[:6]}")
-            await connect(client, settings.mqtt)
+            client = make_client(
+                settings.mqtt_as(settings.simulator), f"bench-live-{uuid.uuid4().hex[:6]}"
+            )
+            await connect(client, settings.mqtt_as(settings.simulator))
             deadline = time.perf_counter() + seconds
             n = 0
             while time.perf_counter() < deadline:

@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql://alatau@127.0.0.1:55432/alatau"
@@ -23,6 +23,16 @@ class MqttEndpoint(BaseModel):
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    ca_file: str | None = None
+
+
+class BrokerIdentity(BaseModel):
+    """A process's own broker login; unset, the credentials of ``MQTT_URL`` (if any) are used.
+
+    Each process has its own identity with only the rights it needs (see the README)."""
+
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
 
 
 def parse_mqtt_url(url: str) -> MqttEndpoint:
@@ -48,7 +58,7 @@ class DatabaseSettings(BaseModel):
     command_timeout_s: float = Field(default=30.0, gt=0)
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(BrokerIdentity):
     client_id: str = Field(default="alatau-ingest-1", description="fixed per replica")
     share_group: str = "ingest"
     batch_size: int = Field(default=5000, ge=1, description="readings per database write")
@@ -73,7 +83,7 @@ class IngestSettings(BaseModel):
     retention_interval_s: float = Field(default=3600, gt=0, description="how often to apply it")
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(BrokerIdentity):
     host: str = "127.0.0.1"
     port: int = 8000
     max_page_size: int = Field(default=10_000, ge=1)
@@ -117,7 +127,7 @@ class RollupSettings(BaseModel):
     )
 
 
-class SimulatorSettings(BaseModel):
+class SimulatorSettings(BrokerIdentity):
     api_url: str = "http://127.0.0.1:8000"
     client_id_prefix: str = "alatau-sim"
 
@@ -137,6 +147,9 @@ class Settings(BaseSettings):
     mqtt_url: str = Field(
         default=DEFAULT_MQTT_URL,
         validation_alias=AliasChoices("ALATAU_MQTT_URL", "MQTT_URL", "mqtt_url"),
+    )
+    mqtt_ca_file: str | None = Field(
+        default=None, description="CA bundle that signs the broker's TLS certificate (mqtts://)"
     )
     database: DatabaseSettings = DatabaseSettings()
     ingest: IngestSettings = IngestSettings()
@@ -161,7 +174,20 @@ class Settings(BaseSettings):
 
     @property
     def mqtt(self) -> MqttEndpoint:
-        return parse_mqtt_url(self.mqtt_url)
+        endpoint = parse_mqtt_url(self.mqtt_url)
+        if self.mqtt_ca_file is not None:
+            endpoint = endpoint.model_copy(update={"ca_file": self.mqtt_ca_file})
+        return endpoint
+
+    def mqtt_as(self, identity: BrokerIdentity) -> MqttEndpoint:
+        """The broker endpoint logged in as ``identity`` (``self.ingest``, ``self.api``...)."""
+        endpoint = self.mqtt
+        if identity.mqtt_username is None:
+            return endpoint
+        password = identity.mqtt_password.get_secret_value() if identity.mqtt_password else None
+        return endpoint.model_copy(
+            update={"username": identity.mqtt_username, "password": password}
+        )
 
 
 @lru_cache(maxsize=1)

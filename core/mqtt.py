@@ -42,7 +42,9 @@ def make_client(
 
 
 async def connect(client: gmqtt.Client, endpoint: MqttEndpoint, keepalive: int = 30) -> None:
-    tls: ssl.SSLContext | bool = ssl.create_default_context() if endpoint.tls else False
+    tls: ssl.SSLContext | bool = False
+    if endpoint.tls:
+        tls = ssl.create_default_context(cafile=endpoint.ca_file)
     await client.connect(
         endpoint.host, endpoint.port, ssl=tls, keepalive=keepalive, version=MQTTv50
     )

@@ -42,7 +42,7 @@ class MqttConsumer:
         ingest = settings.ingest
         self._late_window = timedelta(seconds=ingest.late_window_s)
         self.client = make_client(
-            settings.mqtt,
+            settings.mqtt_as(settings.ingest),
             ingest.client_id,
             clean_session=False,
             ack_after_handler=True,
@@ -57,7 +57,7 @@ class MqttConsumer:
         self._stopping = False
 
     async def start(self) -> None:
-        await connect(self.client, self._settings.mqtt)
+        await connect(self.client, self._settings.mqtt_as(self._settings.ingest))
 
     async def stop(self, *, end_session: bool = False) -> None:
         self._stopping = True

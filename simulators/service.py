@@ -161,7 +161,7 @@ class Simulation:
         plan = self.plan
         status = status_topic(device.kind, device.device_id)
         client = make_client(
-            self.settings.mqtt,
+            self.settings.mqtt_as(self.settings.simulator),
             f"{self.settings.simulator.client_id_prefix}-{device.device_id}",
             clean_session=True,
             will=gmqtt.Message(status, OFFLINE, qos=1, retain=True),
@@ -201,7 +201,7 @@ class Simulation:
         return running
 
     async def _connect_all(self, fleet: list[_Running]) -> None:
-        endpoint = self.settings.mqtt
+        endpoint = self.settings.mqtt_as(self.settings.simulator)
         limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
         async def connect_one(running: _Running) -> None:

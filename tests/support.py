@@ -21,8 +21,8 @@ async def publish(
     settings: Settings, messages: Iterable[tuple[str, bytes | str]], *, retain: bool = False
 ) -> None:
     """Publish at QoS 1 and return once the broker has acknowledged every message."""
-    client = make_client(settings.mqtt, f"test-pub-{uuid.uuid4().hex[:8]}")
-    await connect(client, settings.mqtt)
+    client = make_client(settings.mqtt_as(settings.simulator), f"test-pub-{uuid.uuid4().hex[:8]}")
+    await connect(client, settings.mqtt_as(settings.simulator))
     try:
         for topic, payload in messages:
             client.publish(topic, payload, qos=1, retain=retain)

@@ -50,7 +50,7 @@ class LiveService:
         self._subscribed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.client = make_client(
-            settings.mqtt, f"{settings.live.client_id_prefix}-{self.replica_id}"
+            settings.mqtt_as(settings.api), f"{settings.live.client_id_prefix}-{self.replica_id}"
         )
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
@@ -65,7 +65,7 @@ class LiveService:
             asyncio.create_task(self._resolve_loop(), name="live-resolver"),
         ]
         try:
-            await connect(self.client, self._settings.mqtt)
+            await connect(self.client, self._settings.mqtt_as(self._settings.api))
             await asyncio.wait_for(self._subscribed.wait(), SUBSCRIBE_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             # The REST API must not depend on the broker: serve, and keep trying to subscribe.
@@ -78,7 +78,7 @@ class LiveService:
         while True:
             await asyncio.sleep(RECONNECT_DELAY_S)
             try:
-                await connect(self.client, self._settings.mqtt)
+                await connect(self.client, self._settings.mqtt_as(self._settings.api))
             except OSError as exc:
                 log.warning("live feed still cannot reach the broker", error=repr(exc))
             else:

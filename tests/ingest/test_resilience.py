@@ -132,9 +132,12 @@ async def publish_stream(
 ) -> None:
     """A persistent-session publisher: what the broker has not acknowledged survives its restart."""
     client = make_client(
-        settings.mqtt, client_id, clean_session=False, session_expiry_interval=3600
+        settings.mqtt_as(settings.simulator),
+        client_id,
+        clean_session=False,
+        session_expiry_interval=3600,
     )
-    await connect(client, settings.mqtt)
+    await connect(client, settings.mqtt_as(settings.simulator))
     try:
         for n, (topic, payload) in enumerate(messages):
             await publish_when_possible(client, topic, payload)
@@ -149,8 +152,10 @@ async def wait_until_ingesting(services: Services) -> None:
     """Publish a probe until it is stored: then the ingester's subscription is in place."""
     for attempt in range(200):
         reading = {"ts": datetime.now(UTC).isoformat(), "vehicle_count": attempt}
-        client = make_client(services.settings.mqtt, f"probe-{uuid.uuid4().hex[:6]}")
-        await connect(client, services.settings.mqtt)
+        client = make_client(
+            services.settings.mqtt_as(services.settings.simulator), f"probe-{uuid.uuid4().hex[:6]}"
+        )
+        await connect(client, services.settings.mqtt_as(services.settings.simulator))
         client.publish(telemetry_topic(Kind.TRAFFIC, "probe"), orjson.dumps(reading), qos=1)
         await wait_published(client)
         await client.disconnect()

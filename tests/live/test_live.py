@@ -146,8 +146,8 @@ async def test_only_valid_readings_of_registered_enabled_devices_are_streamed(
 
 async def _flood(settings: Settings, devices: list[str], per_device: int) -> dict[str, float]:
     """Publish ``per_device`` readings to each device, interleaved, with rising ts and values."""
-    client = make_client(settings.mqtt, f"flood-{devices[0]}")
-    await connect(client, settings.mqtt)
+    client = make_client(settings.mqtt_as(settings.simulator), f"flood-{devices[0]}")
+    await connect(client, settings.mqtt_as(settings.simulator))
     start = datetime.now(UTC) - timedelta(minutes=30)
     last: dict[str, float] = {}
     try:

@@ -32,7 +32,9 @@ class Collector:
         self.topics = topics
         self.messages: list[Received] = []
         self._subscribed = asyncio.Event()
-        self.client = make_client(settings.mqtt, f"test-collector-{uuid.uuid4().hex[:8]}")
+        self.client = make_client(
+            settings.mqtt_as(settings.api), f"test-collector-{uuid.uuid4().hex[:8]}"
+        )
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
 
@@ -47,7 +49,7 @@ class Collector:
         self._subscribed.set()
 
     async def __aenter__(self) -> Collector:
-        await connect(self.client, self.settings.mqtt)
+        await connect(self.client, self.settings.mqtt_as(self.settings.api))
         self.client.subscribe([gmqtt.Subscription(topic, qos=1) for topic in self.topics])
         await asyncio.wait_for(self._subscribed.wait(), timeout=10)
         return self
