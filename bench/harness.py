@@ -17,10 +17,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from core.config import Settings
 from core.mqtt import connect, make_client, publish_when_possible, wait_published
 from migrations.runner import migrate
+from stack.broker_auth import login_environment, with_identities
 from stack.services import MosquittoBroker, PostgresCluster, free_port, remove_tree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,12 +34,13 @@ class BenchServices:
     broker: MosquittoBroker
 
     def settings(self) -> Settings:
-        return Settings(
+        plain = Settings(
             environment="test",
             database_url=self.postgres.url,
             mqtt_url=self.broker.url,
             log_level="WARNING",
         )
+        return with_identities(plain, self.broker.service_passwords())
 
 
 @contextmanager
@@ -98,12 +101,25 @@ class Process:
                 self.popen.wait()
 
 
+def login_url(settings: Settings, name: str) -> str:
+    """``MQTT_URL`` with the login of process ``name`` in it, for tools that take one URL."""
+    endpoint = settings.mqtt_as(getattr(settings, name))
+    scheme = "mqtts" if endpoint.tls else "mqtt"
+    if endpoint.username is None:
+        return f"{scheme}://{endpoint.host}:{endpoint.port}"
+    return (
+        f"{scheme}://{quote(endpoint.username, safe='')}:{quote(endpoint.password or '', safe='')}"
+        f"@{endpoint.host}:{endpoint.port}"
+    )
+
+
 def ingest_env(settings: Settings, client_id: str, group: str | None = None) -> dict[str, str]:
     """Each measurement gets a share group of its own: Mosquitto keeps routing a group's share to
     the persistent sessions of stopped ingesters, so reusing a group would starve the next one."""
     return {
         "DATABASE_URL": settings.database_url,
         "MQTT_URL": settings.mqtt_url,
+        **login_environment(settings),
         "ALATAU_INGEST__CLIENT_ID": client_id,
         "ALATAU_INGEST__SHARE_GROUP": group or f"g-{client_id}",
         "ALATAU_LOG_LEVEL": "WARNING",

@@ -31,6 +31,7 @@ from bench.harness import (
     BenchServices,
     Process,
     ingest_env,
+    login_url,
     percentile,
     private_services,
     publish_all,
@@ -38,6 +39,7 @@ from bench.harness import (
 from core.config import Settings
 from core.mqtt import connect, make_client, publish_when_possible
 from devices.contract import Kind, telemetry_topic
+from stack.broker_auth import login_environment
 from stack.services import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -139,7 +141,7 @@ async def bare_copy(pool: asyncpg.Pool, rows: int) -> float:
 async def bare_subscribers(settings: Settings, lib: str, processes: int, readings: int) -> float:
     group = f"bare{uuid.uuid4().hex[:6]}"
     ids = [f"{group}-{n}" for n in range(processes)]
-    common = ["--lib", lib, "--url", settings.mqtt_url, "--share-group", group]
+    common = ["--lib", lib, "--url", login_url(settings, "ingest"), "--share-group", group]
     for client_id in ids:
         Process("bench.subscriber", *common, "--client-id", client_id, "--prepare").output()
     await publish_all(settings, Scenario(readings).messages())
@@ -317,6 +319,7 @@ def start_api(settings: Settings) -> tuple[Process, int]:
     env = {
         "DATABASE_URL": settings.database_url,
         "MQTT_URL": settings.mqtt_url,
+        **login_environment(settings),
         "ALATAU_API__PORT": str(port),
         "ALATAU_LOG_LEVEL": "WARNING",
     }

@@ -19,12 +19,15 @@ import httpx
 
 from core.config import get_settings
 from migrations.runner import migrate
+from stack.broker_auth import login_environment, with_identities
 from stack.services import MosquittoBroker, PostgresCluster, ServiceError, port_open
+from stack.tls import make_certificates
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("ALATAU_DATA_DIR", ROOT / ".data"))
 LOCAL_PG_PORT = 55432
 LOCAL_MQTT_PORT = 18830
+LOCAL_MQTTS_PORT = 18883
 
 
 def say(message: str) -> None:
@@ -34,7 +37,12 @@ def say(message: str) -> None:
 def local_services() -> tuple[PostgresCluster, MosquittoBroker]:
     return (
         PostgresCluster(DATA_DIR / "postgres", LOCAL_PG_PORT),
-        MosquittoBroker(DATA_DIR / "mosquitto", LOCAL_MQTT_PORT),
+        MosquittoBroker(
+            DATA_DIR / "mosquitto",
+            LOCAL_MQTT_PORT,
+            tls_port=LOCAL_MQTTS_PORT,
+            tls_dir=make_certificates(DATA_DIR / "tls"),
+        ),
     )
 
 
@@ -51,23 +59,30 @@ class Stack:
     def start_services(self) -> None:
         postgres, broker = local_services()
         self._use_or_start(postgres, "DATABASE_URL", "TimescaleDB", "database")
-        self._use_or_start(broker, "MQTT_URL", "Mosquitto", "broker")
+        if self._use_or_start(broker, "MQTT_URL", "Mosquitto", "broker"):
+            # Our own broker: each process gets its own login (anonymous access is off).
+            self.env.update(
+                login_environment(with_identities(get_settings(), broker.service_passwords()))
+            )
+            say(f"Mosquitto TLS listener for devices: {broker.tls_url} (CA: {DATA_DIR}/tls/ca.crt)")
 
     def _use_or_start(
         self, service: PostgresCluster | MosquittoBroker, variable: str, name: str, role: str
-    ) -> None:
-        """Use the service the environment names, or start (or reuse) the private one."""
+    ) -> bool:
+        """Use the service the environment names, or start (or reuse) the private one; True
+        for the private one."""
         if variable in os.environ or f"ALATAU_{variable}" in os.environ:
             say(f"using the {role} at {variable}")
             # The same precedence as core.config.Settings: the prefixed name wins.
             self.env[variable] = os.environ.get(f"ALATAU_{variable}") or os.environ[variable]
-            return
+            return False
         was_running = service.running()
         service.start()
         if not was_running:
             self.started_services.append(service)
         say(f"{name} {'reused' if was_running else 'started'} on port {service.port}")
         self.env[variable] = service.url
+        return True
 
     def migrate(self) -> None:
         applied = migrate(self.env["DATABASE_URL"])

@@ -16,9 +16,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from stack.broker_auth import load_or_create_passwords, write_service_identities
+
 PG_MAJOR = os.environ.get("PG_MAJOR", "15")
 PG_BIN = Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")
 MOSQUITTO_BIN = Path("/usr/sbin/mosquitto")
+DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 DB_USER = "alatau"
 DB_NAME = "alatau"
 
@@ -180,14 +183,36 @@ class PostgresCluster:
 
 @dataclass
 class MosquittoBroker:
-    """A Mosquitto instance with its own config, persistence on, listening on 127.0.0.1."""
+    """A Mosquitto instance with its own config, persistence on, listening on 127.0.0.1.
+
+    Anonymous access is off: logins live in the dynamic-security plugin's store, which starts
+    with the services' identities (stack/broker_auth.py). With ``tls_dir`` (made by stack/tls.py)
+    a second listener on ``tls_port`` speaks MQTT over TLS for devices."""
 
     data_dir: Path
     port: int
+    tls_port: int | None = None
+    tls_dir: Path | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str | None:
+        return None if self.tls_port is None else f"mqtts://localhost:{self.tls_port}"
+
+    @property
+    def dynsec_store(self) -> Path:
+        return self.data_dir / "dynamic-security.json"
+
+    @property
+    def passwords_path(self) -> Path:
+        return self.data_dir / "service-passwords.json"
+
+    def service_passwords(self) -> dict[str, str]:
+        """Each service's broker password (made on first use, kept with the broker's data)."""
+        return load_or_create_passwords(self.passwords_path)
 
     @property
     def config_path(self) -> Path:
@@ -201,8 +226,11 @@ class MosquittoBroker:
         user = _service_user("mosquitto")
         lines = [
             "# Written by stack/services.py; edits are overwritten on start.",
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"plugin {DYNSEC_PLUGIN}",
+            f"plugin_opt_config_file {self.dynsec_store}",
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
             "persistence true",
             f"persistence_location {self.data_dir}/",
             "autosave_interval 30",
@@ -219,6 +247,17 @@ class MosquittoBroker:
             "max_packet_size 1048576",
             "set_tcp_nodelay true",
         ]
+        if self.tls_port is not None and self.tls_dir is not None:
+            # Copies inside our data folder: the broker's user must read the key.
+            for name in ("ca.crt", "server.crt", "server.key"):
+                shutil.copyfile(self.tls_dir / name, self.data_dir / name)
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"cafile {self.data_dir / 'ca.crt'}",
+                f"certfile {self.data_dir / 'server.crt'}",
+                f"keyfile {self.data_dir / 'server.key'}",
+                "tls_version tlsv1.2",
+            ]
         if user is not None:
             lines.append(f"user {user}")
         self.config_path.write_text("\n".join(lines) + "\n")
@@ -244,6 +283,7 @@ class MosquittoBroker:
             raise ServiceError("mosquitto is not installed; run scripts/provision.sh")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.write_config()
+        write_service_identities(self.dynsec_store, self.service_passwords())
         user = _service_user("mosquitto")
         if user is not None:
             _chown_tree(self.data_dir, user)

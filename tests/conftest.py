@@ -12,11 +12,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from core.config import IngestSettings, Settings
+from core.config import Settings
 from core.db import create_pool
 from ingest.app import RunningIngest, running_ingest
 from migrations.runner import migrate
+from stack.broker_auth import with_identities
 from stack.services import MosquittoBroker, PostgresCluster, free_port, remove_tree
+from stack.tls import make_certificates
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +42,13 @@ def postgres(services_dir: Path) -> Iterator[PostgresCluster]:
 
 @pytest.fixture(scope="session")
 def broker(services_dir: Path) -> Iterator[MosquittoBroker]:
-    mosquitto = MosquittoBroker(services_dir / "mosquitto", free_port())
+    """Anonymous access off, the services' logins in place, and a TLS listener."""
+    mosquitto = MosquittoBroker(
+        services_dir / "mosquitto",
+        free_port(),
+        tls_port=free_port(),
+        tls_dir=make_certificates(services_dir / "tls"),
+    )
     mosquitto.start()
     yield mosquitto
     mosquitto.stop()
@@ -48,12 +56,15 @@ def broker(services_dir: Path) -> Iterator[MosquittoBroker]:
 
 @pytest.fixture(scope="session")
 def settings(postgres: PostgresCluster, broker: MosquittoBroker) -> Settings:
-    return Settings(
+    """Each process logs in as itself: ``settings.mqtt_as(settings.ingest)`` and so on; tests
+    publish as the simulator and subscribe as the api."""
+    plain = Settings(
         environment="test",
         database_url=postgres.url,
         mqtt_url=broker.url,
         log_level=os.environ.get("ALATAU_TEST_LOG_LEVEL", "WARNING"),
     )
+    return with_identities(plain, broker.service_passwords())
 
 
 @pytest.fixture(scope="session")
@@ -73,12 +84,14 @@ def unique() -> str:
 def ingest_settings(settings: Settings) -> Settings:
     """Settings of the test run's ingest replica: quick flushes, a session of its own."""
     token = uuid.uuid4().hex[:8]
-    ingest = IngestSettings(
-        client_id=f"test-ingest-{token}",
-        share_group=f"test-{token}",
-        flush_interval_s=0.05,
-        session_expiry_s=60,
-        unknown_device_recheck_s=0,
+    ingest = settings.ingest.model_copy(
+        update={
+            "client_id": f"test-ingest-{token}",
+            "share_group": f"test-{token}",
+            "flush_interval_s": 0.05,
+            "session_expiry_s": 60,
+            "unknown_device_recheck_s": 0,
+        }
     )
     return settings.model_copy(update={"ingest": ingest})
 

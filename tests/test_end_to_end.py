@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from core.config import Settings, SimulatorSettings
+from core.config import Settings
 from devices.contract import Kind, readings_table
 from ingest.app import RunningIngest
 from simulators.fleet import build_fleet
@@ -44,7 +44,11 @@ async def test_the_api_returns_exactly_what_the_simulator_published(
     assert {device.kind for device in fleet} == set(Kind)
     device_ids = [device.device_id for device in fleet]
     settings = ingest_settings.model_copy(
-        update={"simulator": SimulatorSettings(api_url=api_url, client_id_prefix=f"e2e-{unique}")}
+        update={
+            "simulator": ingest_settings.simulator.model_copy(
+                update={"api_url": api_url, "client_id_prefix": f"e2e-{unique}"}
+            )
+        }
     )
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     simulation = Simulation(

@@ -24,6 +24,7 @@ from core.db import create_pool
 from core.mqtt import connect, make_client, publish_when_possible, wait_published
 from devices.contract import Kind, telemetry_topic
 from migrations.runner import migrate
+from stack.broker_auth import login_environment, with_identities
 from stack.services import MosquittoBroker, PostgresCluster, free_port
 from tests.support import eventually, register
 
@@ -57,7 +58,10 @@ async def services(
     own_services: tuple[PostgresCluster, MosquittoBroker], settings: Settings
 ) -> AsyncIterator[Services]:
     postgres, broker = own_services
-    own = settings.model_copy(update={"database_url": postgres.url, "mqtt_url": broker.url})
+    own = with_identities(
+        settings.model_copy(update={"database_url": postgres.url, "mqtt_url": broker.url}),
+        broker.service_passwords(),
+    )
     pool = await create_pool(own, "tests")
     for n in range(DEVICES):
         await register(pool, f"dev-{n:03d}", Kind.TRAFFIC)
@@ -75,6 +79,7 @@ class IngestProcess:
             **os.environ,
             "DATABASE_URL": settings.database_url,
             "MQTT_URL": settings.mqtt_url,
+            **login_environment(settings),
             "ALATAU_INGEST__CLIENT_ID": client_id,
             "ALATAU_INGEST__SHARE_GROUP": "ingest",
             "ALATAU_INGEST__FLUSH_INTERVAL_S": "0.05",

@@ -17,6 +17,7 @@ from core.config import Settings
 from simulators.__main__ import app
 from simulators.fleet import build_fleet
 from simulators.models import DeviceStream
+from stack.broker_auth import login_environment
 from tests.simulators.collector import Collector, retained_statuses
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +30,7 @@ async def start_simulator(
     env = {
         **os.environ,
         "MQTT_URL": settings.mqtt_url,
+        **login_environment(settings),
         "ALATAU_LOG_FORMAT": "json",
         "ALATAU_LOG_LEVEL": "INFO",
         "ALATAU_SIMULATOR__CLIENT_ID_PREFIX": f"test-cli-{unique}",

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from core.config import Settings, SimulatorSettings
+from core.config import Settings
 from devices.contract import Kind
 from devices.schemas import READING_MODELS
 from simulators.fleet import build_fleet
@@ -28,7 +28,11 @@ TOPICS = ("alatau/+/+/telemetry", "alatau/+/+/status")
 
 def sim_settings(settings: Settings, unique: str) -> Settings:
     return settings.model_copy(
-        update={"simulator": SimulatorSettings(client_id_prefix=f"test-sim-{unique}")}
+        update={
+            "simulator": settings.simulator.model_copy(
+                update={"client_id_prefix": f"test-sim-{unique}"}
+            )
+        }
     )
 
 
