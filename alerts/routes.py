@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Final
 
 import orjson
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from alerts import service
 from alerts.schemas import (
-    Acknowledge,
     Alert,
     AlertList,
     AlertState,
@@ -22,12 +21,26 @@ from alerts.schemas import (
     RulePatch,
 )
 from alerts.service import AlertClient, AlertFeed
+from api.auth import Admin, Operator, live_principal, require
 from api.dependencies import PoolDep
 from api.errors import ServiceUnavailable
+from api.keys.schemas import Role
 from api.schemas import ErrorBody
 from devices.contract import utc_now
 
-router = APIRouter(prefix="/api/v1", tags=["alerts"])
+_AUTH_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": ErrorBody, "description": "no API key, or an unknown or revoked one"},
+    403: {"model": ErrorBody, "description": "the key's role does not allow this"},
+}
+# Reading needs any key; rule changes need an admin and acknowledging an operator.
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["alerts"],
+    responses=_AUTH_ERRORS,
+    dependencies=[require(Role.READER)],
+)
+# Browsers' EventSource cannot send headers: the feed also takes ?access_token=.
+feeds = APIRouter(prefix="/api/v1", tags=["alerts"], responses=_AUTH_ERRORS)
 
 _NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {404: {"model": ErrorBody}}
 SSE_MEDIA_TYPE: Final = "text/event-stream"
@@ -42,19 +55,19 @@ async def list_rules(pool: PoolDep) -> RuleList:
 @router.post(
     "/alert-rules", status_code=status.HTTP_201_CREATED, responses={409: {"model": ErrorBody}}
 )
-async def create_rule(pool: PoolDep, body: RuleCreate) -> Rule:
+async def create_rule(pool: PoolDep, body: RuleCreate, caller: Admin) -> Rule:
     """Add a rule: a metric above/below a threshold for ``window_s``, or a device offline."""
     return await service.create_rule(pool, body)
 
 
 @router.patch("/alert-rules/{rule_id}", responses=_NOT_FOUND)
-async def update_rule(pool: PoolDep, rule_id: int, patch: RulePatch) -> Rule:
+async def update_rule(pool: PoolDep, rule_id: int, patch: RulePatch, caller: Admin) -> Rule:
     """Tune a rule's name, threshold, window, severity or enabled flag."""
     return await service.update_rule(pool, rule_id, patch)
 
 
 @router.delete("/alert-rules/{rule_id}", status_code=204, responses=_NOT_FOUND)
-async def delete_rule(pool: PoolDep, rule_id: int) -> None:
+async def delete_rule(pool: PoolDep, rule_id: int, caller: Admin) -> None:
     """Delete a rule with its alerts; disable it instead to keep the history."""
     await service.delete_rule(pool, rule_id)
 
@@ -83,8 +96,9 @@ async def _wait(client: AlertClient, timeout_s: float) -> bool:
     return True
 
 
-@router.get(
+@feeds.get(
     "/alerts/live",
+    dependencies=[Depends(live_principal)],
     response_class=StreamingResponse,
     responses={200: {"content": {SSE_MEDIA_TYPE: {}}, "description": "an event stream"}},
 )
@@ -130,6 +144,7 @@ async def get_alert(pool: PoolDep, alert_id: int) -> Alert:
     "/alerts/{alert_id}/acknowledge",
     responses={**_NOT_FOUND, 409: {"model": ErrorBody, "description": "the alert is not open"}},
 )
-async def acknowledge(pool: PoolDep, alert_id: int, body: Acknowledge) -> Alert:
-    """Acknowledge an open alert; the evaluator resolves it when readings return to normal."""
-    return await service.acknowledge(pool, alert_id, body)
+async def acknowledge(pool: PoolDep, alert_id: int, caller: Operator) -> Alert:
+    """Acknowledge an open alert in the name of the calling key; the evaluator resolves it
+    when readings return to normal."""
+    return await service.acknowledge(pool, alert_id, by=caller.name)

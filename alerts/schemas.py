@@ -105,11 +105,3 @@ class Alert(BaseModel):
 
 class AlertList(BaseModel):
     items: list[Alert]
-
-
-class Acknowledge(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    by: str = Field(
-        min_length=1, max_length=200, description="who acknowledges", examples=["aigerim"]
-    )

@@ -20,7 +20,6 @@ import structlog
 
 from alerts import repository
 from alerts.schemas import (
-    Acknowledge,
     Alert,
     AlertList,
     AlertState,
@@ -257,10 +256,10 @@ async def get_alert(pool: asyncpg.Pool, alert_id: int) -> Alert:
     return Alert.model_validate(dict(row))
 
 
-async def acknowledge(pool: asyncpg.Pool, alert_id: int, body: Acknowledge) -> Alert:
+async def acknowledge(pool: asyncpg.Pool, alert_id: int, *, by: str) -> Alert:
     """Acknowledge an open alert, recording who and when; any other state is a conflict."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await repository.acknowledge(conn, alert_id, body.by)
+        row = await repository.acknowledge(conn, alert_id, by)
         if row is not None:
             alert = Alert.model_validate(dict(row))
             await repository.notify(conn, alert.model_dump_json())
@@ -269,5 +268,5 @@ async def acknowledge(pool: asyncpg.Pool, alert_id: int, body: Acknowledge) -> A
         raise Conflict(
             f"alert {alert_id} is {current.state.value}, not open", code="alert_not_open"
         )
-    log.info("alert acknowledged", alert_id=alert_id, by=body.by)
+    log.info("alert acknowledged", alert_id=alert_id, by=by)
     return alert

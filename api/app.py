@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -17,11 +18,14 @@ from starlette.exceptions import HTTPException
 from alerts import routes as alert_routes
 from api import routes
 from api.errors import DATABASE_GONE, ApiError
+from api.keys import routes as key_routes
+from api.keys.service import KeyChecker
 from api.live import routes as live_routes
 from api.metrics import RequestMetricsMiddleware
 from api.realtime import realtime
 from core.config import Settings, get_settings
 from core.db import create_pool
+from devices.credentials import DynsecClient
 
 log = structlog.get_logger(__name__)
 
@@ -41,11 +45,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     pool = await create_pool(settings, "api")
     app.state.pool = pool
+    app.state.key_checker = KeyChecker(pool)
+    registry = DynsecClient(
+        settings.mqtt_as(settings.api), f"alatau-api-registry-{uuid.uuid4().hex[:8]}"
+    )
+    app.state.broker_registry = registry
     log.info("api started", environment=settings.environment)
     try:
+        await registry.start()
         async with realtime(app, settings, pool):
             yield
     finally:
+        await registry.stop()
         try:
             await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_TIMEOUT_S)
         except TimeoutError:
@@ -62,7 +73,7 @@ def _error(
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return _error(exc.status_code, exc.code, exc.detail)
+    return _error(exc.status_code, exc.code, exc.detail, exc.headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -118,9 +129,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(database_gone, _database_gone)
     app.add_exception_handler(TimeoutError, _database_timeout)
     app.add_exception_handler(Exception, _unexpected)
+    app.include_router(routes.public)
     app.include_router(routes.router)
+    app.include_router(key_routes.router)
     app.include_router(routes.operations)
     app.include_router(live_routes.router)
+    app.include_router(alert_routes.feeds)
     app.include_router(alert_routes.router)
     app.mount("/static", StaticFiles(directory=routes.STATIC_DIR), name="static")
     return app

@@ -11,6 +11,7 @@ from fastapi import Depends, Query, Request
 from api.errors import InvalidQuery
 from api.schemas import AwareDatetime, TimeRange
 from core.config import Settings
+from devices.credentials import DynsecClient
 
 DEFAULT_WINDOW: Final = timedelta(hours=24)
 
@@ -27,7 +28,14 @@ def get_app_settings(request: Request) -> Settings:
     return settings
 
 
+def get_broker_registry(request: Request) -> DynsecClient:
+    """The broker connection through which the registry manages device logins."""
+    registry: DynsecClient = request.app.state.broker_registry
+    return registry
+
+
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+BrokerDep = Annotated[DynsecClient, Depends(get_broker_registry)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 

@@ -21,6 +21,7 @@ class ApiError(Exception):
 
     status_code: ClassVar[int] = 500
     default_code: ClassVar[str] = "internal_error"
+    headers: ClassVar[dict[str, str] | None] = None
 
     def __init__(self, detail: Any = None, *, code: str | None = None) -> None:
         super().__init__(detail)
@@ -33,9 +34,29 @@ class NotFound(ApiError):
     default_code = "not_found"
 
 
+class Unauthorized(ApiError):
+    """No key, or one we do not know: the client should authenticate (RFC 6750)."""
+
+    status_code = 401
+    default_code = "unauthorized"
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ApiError):
+    """A known key whose role does not allow this."""
+
+    status_code = 403
+    default_code = "forbidden"
+
+
 class Conflict(ApiError):
     status_code = 409
     default_code = "conflict"
+
+
+class UnsupportedMediaType(ApiError):
+    status_code = 415
+    default_code = "unsupported_media_type"
 
 
 class InvalidQuery(ApiError):

@@ -77,6 +77,7 @@ async def list_devices(
     kind: Kind | None,
     district: District | None,
     enabled: bool | None,
+    status: str | None,
     limit: int,
     offset: int,
 ) -> tuple[list[asyncpg.Record], int]:
@@ -87,6 +88,7 @@ async def list_devices(
         ("kind", kind.value if kind else None),
         ("district", district.value if district else None),
         ("enabled", enabled),
+        ("status", status),
     ):
         if value is not None:
             args.append(value)

@@ -6,12 +6,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Query, Response, status
+import orjson
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api import aggregates, service, summary
-from api.dependencies import LimitDep, PoolDep, SettingsDep, TimeRangeDep
+from api.auth import Admin, require
+from api.dependencies import BrokerDep, LimitDep, PoolDep, SettingsDep, TimeRangeDep
+from api.errors import InvalidQuery, UnsupportedMediaType
+from api.keys.schemas import Role
 from api.schemas import (
     AggregateFn,
     AggregateScope,
@@ -19,8 +23,10 @@ from api.schemas import (
     AreaSummary,
     AwareDatetime,
     CitySummary,
+    DeviceBulkResult,
     DevicePage,
     DevicePatch,
+    DeviceStatus,
     ErrorBody,
     Health,
     LatestList,
@@ -28,8 +34,10 @@ from api.schemas import (
     ReadingsPage,
     RejectionList,
 )
+from devices import bulk
+from devices.bulk import MAX_BULK_DEVICES
 from devices.contract import District, Kind, contract_document
-from devices.schemas import Device, DeviceCreate
+from devices.schemas import CommissionedDevice, Device, DeviceCreate, MqttLogin
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 
@@ -41,11 +49,23 @@ _NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {
     404: {"model": ErrorBody, "description": "unknown device"}
 }
 
-router = APIRouter(prefix="/api/v1", responses=_ERRORS)
+_AUTH_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": ErrorBody, "description": "no API key, or an unknown or revoked one"},
+    403: {"model": ErrorBody, "description": "the key's role does not allow this"},
+}
+_BROKER_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    503: {"model": ErrorBody, "description": "the broker did not apply the login change"},
+}
+
+# Every route here needs a key (any role); writes ask for more with an ``Admin`` parameter.
+router = APIRouter(
+    prefix="/api/v1", responses={**_ERRORS, **_AUTH_ERRORS}, dependencies=[require(Role.READER)]
+)
+public = APIRouter(prefix="/api/v1", responses=_ERRORS)
 operations = APIRouter()
 
 
-@router.get(
+@public.get(
     "/health",
     tags=["health"],
     responses={503: {"model": ErrorBody, "description": "database unreachable"}},
@@ -62,11 +82,78 @@ async def health(pool: PoolDep) -> Health:
     "/devices",
     tags=["devices"],
     status_code=status.HTTP_201_CREATED,
-    responses={409: {"model": ErrorBody, "description": "the device id is taken"}},
+    responses={
+        409: {"model": ErrorBody, "description": "the device id is taken"},
+        **_BROKER_ERRORS,
+    },
 )
-async def create_device(pool: PoolDep, body: DeviceCreate) -> Device:
-    """Register a device."""
-    return await service.create_device(pool, body)
+async def create_device(
+    pool: PoolDep, broker: BrokerDep, body: DeviceCreate, caller: Admin
+) -> CommissionedDevice:
+    """Register a device and issue its MQTT login (the password is shown only in this answer)."""
+    return await service.create_device(pool, broker, body)
+
+
+@router.post(
+    "/devices/bulk",
+    tags=["devices"],
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        409: {"model": ErrorBody, "description": "some ids are taken (nothing was created)"},
+        **_BROKER_ERRORS,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/DeviceCreate"},
+                        "maxItems": MAX_BULK_DEVICES,
+                    }
+                },
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
+async def create_devices(
+    request: Request,
+    pool: PoolDep,
+    broker: BrokerDep,
+    caller: Admin,
+    skip_existing: Annotated[
+        bool, Query(description="leave ids already registered as they are, instead of a 409")
+    ] = False,
+) -> DeviceBulkResult:
+    """Commission many devices at once from a JSON array of devices or a CSV file (columns
+    ``device_id,kind,district`` and optionally ``lat,lon,enabled,metadata``). All rows are
+    checked first; a 422 lists every bad row. Logins are shown only in this answer."""
+    bodies = await _commissioning_list(request)
+    return await service.create_devices(pool, broker, bodies, skip_existing=skip_existing)
+
+
+async def _commissioning_list(request: Request) -> list[DeviceCreate]:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    try:
+        if media_type == "text/csv":
+            return bulk.parse_csv(raw.decode("utf-8-sig"))
+        if media_type in {"application/json", ""}:
+            items = orjson.loads(raw)
+            if not isinstance(items, list):
+                raise InvalidQuery("send a JSON array of devices", code="validation_error")
+            return bulk.parse_json(items)
+    except bulk.BulkParseError as exc:
+        raise InvalidQuery(
+            [error.model_dump() for error in exc.errors], code="invalid_devices"
+        ) from exc
+    except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+        raise InvalidQuery(f"unreadable body: {exc}", code="validation_error") from exc
+    raise UnsupportedMediaType(
+        f"send application/json or text/csv, not {media_type!r}", code="unsupported_media_type"
+    )
 
 
 @router.get("/devices", tags=["devices"])
@@ -77,11 +164,18 @@ async def list_devices(
     kind: Kind | None = None,
     district: District | None = None,
     enabled: bool | None = None,
+    status: DeviceStatus | None = None,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DevicePage:
-    """Registered devices in id order, filtered by kind, district and enabled."""
+    """Registered devices in id order, filtered by kind, district, enabled and status."""
     return await service.list_devices(
-        pool, kind=kind, district=district, enabled=enabled, limit=limit, offset=offset
+        pool,
+        kind=kind,
+        district=district,
+        enabled=enabled,
+        status=status,
+        limit=limit,
+        offset=offset,
     )
 
 
@@ -91,16 +185,31 @@ async def get_device(pool: PoolDep, device_id: str) -> Device:
     return await service.get_device(pool, device_id)
 
 
-@router.patch("/devices/{device_id}", tags=["devices"], responses=_NOT_FOUND)
-async def update_device(pool: PoolDep, device_id: str, patch: DevicePatch) -> Device:
-    """Change a device's district, location, metadata or enabled flag."""
-    return await service.update_device(pool, device_id, patch)
+@router.patch("/devices/{device_id}", tags=["devices"], responses={**_NOT_FOUND, **_BROKER_ERRORS})
+async def update_device(
+    pool: PoolDep, broker: BrokerDep, device_id: str, patch: DevicePatch, caller: Admin
+) -> Device:
+    """Change a device's district, location, metadata or enabled flag (at the broker too)."""
+    return await service.update_device(pool, broker, device_id, patch)
 
 
-@router.delete("/devices/{device_id}", tags=["devices"], responses=_NOT_FOUND)
-async def disable_device(pool: PoolDep, device_id: str) -> Device:
-    """Disable a device (ingest then refuses its readings); its history is kept."""
-    return await service.disable_device(pool, device_id)
+@router.delete("/devices/{device_id}", tags=["devices"], responses={**_NOT_FOUND, **_BROKER_ERRORS})
+async def disable_device(pool: PoolDep, broker: BrokerDep, device_id: str, caller: Admin) -> Device:
+    """Disable a device: the broker drops its connection and refuses its login, and ingest
+    refuses its readings. Its history is kept."""
+    return await service.disable_device(pool, broker, device_id)
+
+
+@router.post(
+    "/devices/{device_id}/credentials",
+    tags=["devices"],
+    responses={**_NOT_FOUND, **_BROKER_ERRORS},
+)
+async def rotate_device_login(
+    pool: PoolDep, broker: BrokerDep, device_id: str, caller: Admin
+) -> MqttLogin:
+    """Issue a new MQTT password; connections made with the old one are dropped at once."""
+    return await service.rotate_login(pool, broker, device_id)
 
 
 # --- readings ---------------------------------------------------------------------------------
@@ -277,7 +386,7 @@ async def contract() -> dict[str, Any]:
 # --- operations -------------------------------------------------------------------------------
 
 
-@operations.get("/metrics", include_in_schema=False)
+@operations.get("/metrics", include_in_schema=False, dependencies=[require(Role.READER)])
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Final
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from devices.contract import District, Kind
-from devices.schemas import Device, Location
+from devices.schemas import CommissionedDevice, Device, Location
 
 # A metric value as stored: integer metrics stay integers, a metric the reading lacked is null.
 MetricValue = int | float | None
@@ -67,6 +67,17 @@ class DevicePatch(BaseModel):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         return self
+
+
+class DeviceStatus(StrEnum):
+    UNKNOWN = "unknown"
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class DeviceBulkResult(BaseModel):
+    created: list[CommissionedDevice] = Field(description="with each device's login, shown once")
+    skipped: list[str] = Field(description="ids already registered, left as they were")
 
 
 class DevicePage(BaseModel):

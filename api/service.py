@@ -13,8 +13,10 @@ import structlog
 from api import repository
 from api.errors import DATABASE_GONE, Conflict, InvalidQuery, NotFound, ServiceUnavailable
 from api.schemas import (
+    DeviceBulkResult,
     DevicePage,
     DevicePatch,
+    DeviceStatus,
     Health,
     LatestList,
     LatestReading,
@@ -27,7 +29,18 @@ from api.schemas import (
 )
 from core.db import Connection
 from devices.contract import District, Kind, metric_names
-from devices.schemas import Device, DeviceCreate, Location
+from devices.credentials import (
+    BrokerCommandFailed,
+    BrokerUnavailable,
+    Command,
+    DeviceLogin,
+    DynsecClient,
+    commission_commands,
+    enabled_commands,
+    new_login,
+    rotate_commands,
+)
+from devices.schemas import CommissionedDevice, Device, DeviceCreate, Location, MqttLogin
 
 log = structlog.get_logger(__name__)
 
@@ -82,23 +95,98 @@ async def _device_row(conn: Connection, device_id: str) -> asyncpg.Record:
     return row
 
 
-async def create_device(pool: asyncpg.Pool, body: DeviceCreate) -> Device:
-    """Register a device; an id that exists is a conflict, never an overwrite."""
-    async with pool.acquire() as conn:
-        row = await repository.insert_device(
-            conn,
-            device_id=body.device_id,
-            kind=body.kind,
-            district=body.district,
-            lat=body.location.lat if body.location else None,
-            lon=body.location.lon if body.location else None,
-            metadata=body.metadata,
-            enabled=body.enabled,
-        )
-    if row is None:
-        raise Conflict(f"device {body.device_id!r} already exists", code="device_exists")
+async def _at_broker(broker: DynsecClient, commands: list[Command]) -> None:
+    """Apply login changes at the broker; callers run this inside their registry transaction,
+    so a refusal rolls the registry change back too."""
+    try:
+        await broker.execute(commands)
+    except BrokerUnavailable as exc:
+        raise ServiceUnavailable(str(exc), code="broker_unavailable") from exc
+    except BrokerCommandFailed as exc:
+        log.error("broker refused a registry command", error=str(exc))
+        raise ServiceUnavailable(
+            f"the broker refused the device login change: {exc}", code="broker_refused"
+        ) from exc
+
+
+def _commissioned(row: asyncpg.Record, login: DeviceLogin) -> CommissionedDevice:
+    return CommissionedDevice(
+        **_device(row).model_dump(),
+        mqtt=MqttLogin(
+            username=login.username, password=login.password, topic_prefix=login.topic_prefix
+        ),
+    )
+
+
+async def _insert(conn: Connection, body: DeviceCreate) -> asyncpg.Record | None:
+    return await repository.insert_device(
+        conn,
+        device_id=body.device_id,
+        kind=body.kind,
+        district=body.district,
+        lat=body.location.lat if body.location else None,
+        lon=body.location.lon if body.location else None,
+        metadata=body.metadata,
+        enabled=body.enabled,
+    )
+
+
+async def create_device(
+    pool: asyncpg.Pool, broker: DynsecClient, body: DeviceCreate
+) -> CommissionedDevice:
+    """Register a device and issue its broker login; an id that exists is a conflict, never an
+    overwrite."""
+    login = new_login(body.kind, body.device_id)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await _insert(conn, body)
+        if row is None:
+            raise Conflict(f"device {body.device_id!r} already exists", code="device_exists")
+        await _at_broker(broker, commission_commands(body.kind, login, enabled=body.enabled))
     log.info("device registered", device_id=body.device_id, kind=body.kind.value)
-    return _device(row)
+    return _commissioned(row, login)
+
+
+async def create_devices(
+    pool: asyncpg.Pool,
+    broker: DynsecClient,
+    bodies: list[DeviceCreate],
+    *,
+    skip_existing: bool,
+) -> DeviceBulkResult:
+    """Register a commissioning list in one transaction: all or nothing. Ids already registered
+    are a conflict naming them all, or, with ``skip_existing``, are left as they are."""
+    created: list[CommissionedDevice] = []
+    existing: list[str] = []
+    commands: list[Command] = []
+    async with pool.acquire() as conn, conn.transaction():
+        for body in bodies:
+            row = await _insert(conn, body)
+            if row is None:
+                existing.append(body.device_id)
+                continue
+            login = new_login(body.kind, body.device_id)
+            commands += commission_commands(body.kind, login, enabled=body.enabled)
+            created.append(_commissioned(row, login))
+        if existing and not skip_existing:
+            raise Conflict(
+                {"message": "devices already registered; nothing was created", "ids": existing},
+                code="devices_exist",
+            )
+        await _at_broker(broker, commands)
+    log.info("devices registered in bulk", created=len(created), skipped=len(existing))
+    return DeviceBulkResult(created=created, skipped=existing)
+
+
+async def rotate_login(pool: asyncpg.Pool, broker: DynsecClient, device_id: str) -> MqttLogin:
+    """A new secret for the device; connections made with the old one are dropped at once."""
+    async with pool.acquire() as conn:
+        row = await _device_row(conn, device_id)
+    login = new_login(Kind(row["kind"]), device_id)
+    await _at_broker(broker, rotate_commands(login, enabled=row["enabled"]))
+    log.info("device login rotated", device_id=device_id)
+    return MqttLogin(
+        username=login.username, password=login.password, topic_prefix=login.topic_prefix
+    )
 
 
 async def list_devices(
@@ -107,12 +195,19 @@ async def list_devices(
     kind: Kind | None,
     district: District | None,
     enabled: bool | None,
+    status: DeviceStatus | None,
     limit: int,
     offset: int,
 ) -> DevicePage:
     async with pool.acquire() as conn:
         rows, total = await repository.list_devices(
-            conn, kind=kind, district=district, enabled=enabled, limit=limit, offset=offset
+            conn,
+            kind=kind,
+            district=district,
+            enabled=enabled,
+            status=status,
+            limit=limit,
+            offset=offset,
         )
     return DevicePage(items=[_device(row) for row in rows], total=total, limit=limit, offset=offset)
 
@@ -122,11 +217,14 @@ async def get_device(pool: asyncpg.Pool, device_id: str) -> Device:
         return _device(await _device_row(conn, device_id))
 
 
-async def update_device(pool: asyncpg.Pool, device_id: str, patch: DevicePatch) -> Device:
-    """Apply the fields present in the request body; absent fields keep their values."""
+async def update_device(
+    pool: asyncpg.Pool, broker: DynsecClient, device_id: str, patch: DevicePatch
+) -> Device:
+    """Apply the fields present in the request body; absent fields keep their values. Enabling
+    or disabling takes effect at the broker in the same step."""
     sent = patch.model_fields_set
     location = patch.location
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
         row = await repository.update_device(
             conn,
             device_id,
@@ -137,18 +235,22 @@ async def update_device(pool: asyncpg.Pool, device_id: str, patch: DevicePatch) 
             metadata=patch.metadata,
             enabled=patch.enabled,
         )
-    if row is None:
-        raise _not_found(device_id)
+        if row is None:
+            raise _not_found(device_id)
+        if patch.enabled is not None:
+            await _at_broker(broker, enabled_commands(device_id, enabled=patch.enabled))
     log.info("device updated", device_id=device_id, fields=sorted(sent))
     return _device(row)
 
 
-async def disable_device(pool: asyncpg.Pool, device_id: str) -> Device:
-    """Disable rather than delete: the device's readings and history stay queryable."""
-    async with pool.acquire() as conn:
+async def disable_device(pool: asyncpg.Pool, broker: DynsecClient, device_id: str) -> Device:
+    """Disable rather than delete: the device's readings and history stay queryable, and the
+    broker disconnects it and refuses its login from now on."""
+    async with pool.acquire() as conn, conn.transaction():
         row = await repository.disable_device(conn, device_id)
-    if row is None:
-        raise _not_found(device_id)
+        if row is None:
+            raise _not_found(device_id)
+        await _at_broker(broker, enabled_commands(device_id, enabled=False))
     log.info("device disabled", device_id=device_id)
     return _device(row)
 

@@ -121,3 +121,18 @@ class Device(BaseModel):
     status: str = Field(description="online, offline or unknown (from the device's status topic)")
     last_seen: datetime | None = Field(description="arrival time of the newest stored reading")
     created_at: datetime
+
+
+class MqttLogin(BaseModel):
+    """A device's broker login. The password is shown once, when issued; only the broker keeps
+    it (hashed). The device may publish only under ``topic_prefix``."""
+
+    username: str
+    password: str
+    topic_prefix: str = Field(examples=["alatau/air/gate-air-001/"])
+
+
+class CommissionedDevice(Device):
+    """A device as registered, with the login its firmware needs."""
+
+    mqtt: MqttLogin

@@ -1,4 +1,8 @@
-"""Registers simulated devices through the API, as an operator would, before they publish."""
+"""Registers simulated devices through the API, as an operator would, before they publish.
+
+Registration issues each device's broker login, so simulated devices log in as themselves, like
+real ones. A device registered earlier gets a fresh login (the API shows a password only once).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
 import httpx
 import structlog
@@ -16,6 +20,7 @@ from simulators.schemas import SimDevice
 log = structlog.get_logger(__name__)
 
 DEVICES_PATH: Final = "/api/v1/devices"
+CREDENTIALS_PATH: Final = "/api/v1/devices/{device_id}/credentials"
 DEFAULT_CONCURRENCY: Final = 20
 
 
@@ -24,9 +29,16 @@ class RegistrationError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceLogin:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
 class RegistrationResult:
     created: int
     existing: int
+    logins: dict[str, DeviceLogin]
 
 
 async def register_devices(
@@ -39,31 +51,46 @@ async def register_devices(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> RegistrationResult:
     """``POST /api/v1/devices`` for every device, ``concurrency`` at a time: 201 created and
-    409 already registered are both fine; any other answer raises ``RegistrationError``."""
+    409 already registered are both fine (the latter then gets a new login from
+    ``POST .../credentials``); any other answer raises ``RegistrationError``."""
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limit = asyncio.Semaphore(concurrency)
     created = existing = 0
+    logins: dict[str, DeviceLogin] = {}
+
+    async def post(client: httpx.AsyncClient, device: SimDevice, path: str, body: Any) -> Any:
+        try:
+            return await client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise RegistrationError(
+                f"could not register {device.device_id} at {api_url}: {exc!r}"
+            ) from exc
+
+    def failed(device: SimDevice, response: httpx.Response) -> RegistrationError:
+        return RegistrationError(
+            f"registering {device.device_id} failed: HTTP {response.status_code} "
+            f"{response.text[:300]}"
+        )
 
     async def register(client: httpx.AsyncClient, device: SimDevice) -> None:
         nonlocal created, existing
         async with limit:
-            try:
-                response = await client.post(DEVICES_PATH, json=device.registration())
-            except httpx.HTTPError as exc:
-                raise RegistrationError(
-                    f"could not register {device.device_id} at {api_url}: {exc!r}"
-                ) from exc
-        if response.status_code == HTTPStatus.CREATED:
-            created += 1
-        elif response.status_code == HTTPStatus.CONFLICT:
-            existing += 1
-        else:
-            raise RegistrationError(
-                f"registering {device.device_id} failed: HTTP {response.status_code} "
-                f"{response.text[:300]}"
-            )
+            response = await post(client, device, DEVICES_PATH, device.registration())
+            if response.status_code == HTTPStatus.CONFLICT:
+                existing += 1
+                path = CREDENTIALS_PATH.format(device_id=device.device_id)
+                response = await post(client, device, path, None)
+                if response.status_code != HTTPStatus.OK:
+                    raise failed(device, response)
+                login = response.json()
+            elif response.status_code == HTTPStatus.CREATED:
+                created += 1
+                login = response.json()["mqtt"]
+            else:
+                raise failed(device, response)
+        logins[device.device_id] = DeviceLogin(login["username"], login["password"])
 
     async with httpx.AsyncClient(
         base_url=api_url.rstrip("/"),
@@ -83,4 +110,4 @@ async def register_devices(
                 f"first: {first}"
             ) from first
     log.info("devices registered", created=created, existing=existing)
-    return RegistrationResult(created=created, existing=existing)
+    return RegistrationResult(created=created, existing=existing, logins=logins)

@@ -41,6 +41,7 @@ SERVICE_ROLES: Final[dict[str, list[dict[str, Any]]]] = {
     "api": [
         {"acltype": "subscribePattern", "topic": "alatau/#", "allow": True},
         {"acltype": "publishClientSend", "topic": CONTROL_ACL, "allow": True},
+        {"acltype": "publishClientReceive", "topic": CONTROL_ACL, "allow": True},
         {"acltype": "subscribePattern", "topic": CONTROL_ACL, "allow": True},
     ],
     "simulator": [

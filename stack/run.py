@@ -7,6 +7,7 @@ With no configuration it starts a private TimescaleDB and Mosquitto under ``.dat
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import subprocess
@@ -17,7 +18,10 @@ from types import FrameType
 
 import httpx
 
-from core.config import get_settings
+from api.keys.schemas import ApiKeyCreate, Role
+from api.keys.service import KeyChecker, issue_key
+from core.config import Settings, get_settings
+from core.db import create_pool
 from migrations.runner import migrate
 from stack.broker_auth import login_environment, with_identities
 from stack.services import MosquittoBroker, PostgresCluster, ServiceError, port_open
@@ -28,6 +32,7 @@ DATA_DIR = Path(os.environ.get("ALATAU_DATA_DIR", ROOT / ".data"))
 LOCAL_PG_PORT = 55432
 LOCAL_MQTT_PORT = 18830
 LOCAL_MQTTS_PORT = 18883
+DEV_KEY_PATH = DATA_DIR / "dev-admin-key"
 
 
 def say(message: str) -> None:
@@ -88,6 +93,18 @@ class Stack:
         applied = migrate(self.env["DATABASE_URL"])
         say(f"database migrated ({len(applied)} new migrations)")
 
+    def dev_admin_key(self) -> str:
+        """A development admin key, kept in ``.data/`` so every ``make run`` prints the same
+        one (a new one if it was revoked); the simulator registers its devices with it."""
+        known = DEV_KEY_PATH.read_text().strip() if DEV_KEY_PATH.exists() else None
+        token = asyncio.run(_valid_or_new_admin_key(self.env["DATABASE_URL"], known))
+        if token != known:
+            DEV_KEY_PATH.parent.mkdir(parents=True, exist_ok=True)
+            DEV_KEY_PATH.write_text(token + "\n")
+            DEV_KEY_PATH.chmod(0o600)
+        self.env["ALATAU_SIMULATOR_API_KEY"] = token
+        return token
+
     def spawn(self, name: str, *args: str) -> None:
         # A session of its own: Ctrl-C reaches only us, and we stop the children in order
         # (the simulator's last statuses must still find ingest running).
@@ -132,6 +149,17 @@ class Stack:
             service.stop()
             say(f"stopped {type(service).__name__}")
         self.started_services.clear()
+
+
+async def _valid_or_new_admin_key(database_url: str, known: str | None) -> str:
+    pool = await create_pool(Settings(database_url=database_url), "make-run")
+    try:
+        if known is not None and await KeyChecker(pool).check(known) is not None:
+            return known
+        body = ApiKeyCreate(name="make-run development admin", role=Role.ADMIN)
+        return (await issue_key(pool, body, created_by=None)).token
+    finally:
+        await pool.close()
 
 
 def wait_for_api(api_url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
@@ -180,9 +208,11 @@ def main() -> None:
     try:
         stack.start_services()
         stack.migrate()
+        key = stack.dev_admin_key()
         stack.start_processes(api_url)
         say(f"API:       {api_url}/api/v1  (OpenAPI: {api_url}/docs)")
-        say(f"Dashboard: {api_url}/")
+        say(f"Dashboard: {api_url}/#key={key}")
+        say(f"development admin API key (Authorization: Bearer ...): {key}")
         say(f"simulated city: {args.devices_per_kind * 3} devices; Ctrl-C stops everything")
         while not stopping:
             crashed = stack.exited()

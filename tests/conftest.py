@@ -12,6 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from api.keys.schemas import ApiKeyCreate, Role
+from api.keys.service import issue_key
 from core.config import Settings
 from core.db import create_pool
 from ingest.app import RunningIngest, running_ingest
@@ -19,6 +21,7 @@ from migrations.runner import migrate
 from stack.broker_auth import with_identities
 from stack.services import MosquittoBroker, PostgresCluster, free_port, remove_tree
 from stack.tls import make_certificates
+from tests.support import bearer
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +75,26 @@ async def db_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(settings, "tests")
     yield pool
     await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def api_keys(db_pool: asyncpg.Pool) -> dict[Role, str]:
+    """One key per role, issued as ``python -m api.keys create`` would."""
+    keys: dict[Role, str] = {}
+    for role in Role:
+        body = ApiKeyCreate(name=f"test-{role.value}", role=role)
+        keys[role] = (await issue_key(db_pool, body, created_by=None)).token
+    return keys
+
+
+@pytest.fixture(scope="session")
+def reader_key(api_keys: dict[Role, str]) -> str:
+    return api_keys[Role.READER]
+
+
+@pytest.fixture(scope="session")
+def admin_headers(api_keys: dict[Role, str]) -> dict[str, str]:
+    return bearer(api_keys[Role.ADMIN])
 
 
 @pytest.fixture

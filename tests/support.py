@@ -62,3 +62,8 @@ async def eventually(
         await asyncio.sleep(0.05)
         result = await probe()
     return result
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The header that carries an API key."""
+    return {"Authorization": f"Bearer {token}"}

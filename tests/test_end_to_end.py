@@ -9,6 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
+from api.keys.schemas import Role
 from core.config import Settings
 from devices.contract import Kind, readings_table
 from ingest.app import RunningIngest
@@ -39,6 +40,8 @@ async def test_the_api_returns_exactly_what_the_simulator_published(
     db_pool: asyncpg.Pool,
     unique: str,
     batch_size: int,
+    admin_headers: dict[str, str],
+    api_keys: dict[Role, str],
 ) -> None:
     fleet = build_fleet(2, seed=7, prefix=f"e2e{unique}")
     assert {device.kind for device in fleet} == set(Kind)
@@ -61,7 +64,9 @@ async def test_the_api_returns_exactly_what_the_simulator_published(
         start=start,
         time_step_s=60.0,
         record=True,
+        api_key=api_keys[Role.ADMIN],
     )
+    # Registered through the API, each device logs in to the broker with its own login.
     await simulation.run(register=True)
 
     expected = len(fleet) * READINGS_PER_DEVICE
@@ -75,7 +80,7 @@ async def test_the_api_returns_exactly_what_the_simulator_published(
     for _, device_id, reading in simulation.published:
         published.setdefault(device_id, []).append(reading)
 
-    async with httpx.AsyncClient(base_url=api_url) as client:
+    async with httpx.AsyncClient(base_url=api_url, headers=admin_headers) as client:
         for device in fleet:
             response = await client.get(
                 f"/api/v1/devices/{device.device_id}/readings",

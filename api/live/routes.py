@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Final
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.errors import ServiceUnavailable
+from api.auth import live_principal, websocket_principal
+from api.errors import ApiError, ServiceUnavailable
 from api.live import metrics
 from api.live.hub import LiveHub, Subscriber
 from api.live.schemas import LiveFilter, LiveReading
@@ -24,10 +25,15 @@ from api.live.service import LiveService
 from core.config import LiveSettings
 from devices.contract import District, Kind, utc_now
 
-router = APIRouter(prefix="/api/v1", tags=["live"])
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["live"],
+    responses={401: {"description": "no API key, or an unknown or revoked one"}},
+)
 
 SSE_MEDIA_TYPE: Final = "text/event-stream"
 WS_GOING_AWAY: Final = 1001
+WS_POLICY_VIOLATION: Final = 1008
 
 KindsQuery = Annotated[list[Kind] | None, Query(alias="kind", description="repeatable")]
 DistrictsQuery = Annotated[list[District] | None, Query(alias="district", description="repeatable")]
@@ -100,6 +106,7 @@ async def _sse_stream(
 
 @router.get(
     "/live",
+    dependencies=[Depends(live_principal)],
     response_class=StreamingResponse,
     responses={200: {"content": {SSE_MEDIA_TYPE: {}}, "description": "an event stream"}},
 )
@@ -167,6 +174,18 @@ async def _ws_drain(websocket: WebSocket) -> None:
                 return
 
 
+async def _deny(websocket: WebSocket, exc: ApiError) -> None:
+    """Refuse the handshake with the HTTP status and error body when the server can send one
+    (uvicorn can); otherwise close with "policy violation"."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        body = {"error": exc.code, "detail": exc.detail}
+        await websocket.send_denial_response(
+            JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        )
+    else:
+        await websocket.close(WS_POLICY_VIOLATION, exc.code)
+
+
 @router.websocket("/live/ws")
 async def live_ws(
     websocket: WebSocket,
@@ -176,6 +195,11 @@ async def live_ws(
     last_event_id: Annotated[str | None, Query()] = None,
 ) -> None:
     """WebSocket: JSON messages ``{"type": "snapshot" | "reading" | "heartbeat" | "reconnect"}``."""
+    try:
+        await websocket_principal(websocket)
+    except ApiError as exc:
+        await _deny(websocket, exc)
+        return
     live: LiveService | None = getattr(websocket.app.state, "live", None)
     if live is None:
         await websocket.close(1013, "live feeds are disabled on this replica")

@@ -24,12 +24,26 @@ let series = [[], []];
 let map = null;
 
 const $ = (id) => document.getElementById(id);
+// The API key: from the link `make run` prints (#key=...), else the one this browser kept.
+// It is taken out of the address bar at once so it is not left in history or screenshots.
+function apiKey() {
+  const fromLink = new URLSearchParams(location.hash.slice(1)).get("key");
+  if (fromLink) {
+    localStorage.setItem("apiKey", fromLink);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return localStorage.getItem("apiKey") || "";
+}
+let key = apiKey();
 async function getJson(path, options) {
   const response = await fetch(API + path, { headers: { Accept: "application/json",
-    "Content-Type": "application/json" }, ...options });
+    "Content-Type": "application/json", Authorization: "Bearer " + key }, ...options });
+  if (response.status === 401) $("whoami").textContent = "enter an API key";
   if (!response.ok) throw new Error(path + ": HTTP " + response.status);
   return response.json();
 }
+// EventSource cannot send headers; the live feeds take the key as a query parameter.
+const feedUrl = (path) => API + path + "?access_token=" + encodeURIComponent(key);
 
 // --- plan: lat/lon projected to km around the city centre (no tiles, works offline) -------
 function project(lat, lon) {
@@ -215,14 +229,13 @@ $("alerts").addEventListener("click", async (event) => {
   if (!id) return;
   event.target.disabled = true;
   try {
-    const alert = await getJson(`/alerts/${id}/acknowledge`, { method: "POST",
-      body: JSON.stringify({ by: $("operator").value || "operator" }) });
+    const alert = await getJson(`/alerts/${id}/acknowledge`, { method: "POST" });
     alerts.set(alert.alert_id, alert);
   } catch (error) { console.warn(error); }
   renderAlerts();
 });
 function connectAlerts() {
-  const source = new EventSource(API + "/alerts/live");
+  const source = new EventSource(feedUrl("/alerts/live"));
   source.addEventListener("snapshot", (e) => {
     alerts.clear();
     for (const a of JSON.parse(e.data).items) alerts.set(a.alert_id, a);
@@ -243,7 +256,7 @@ function onReading(reading) {
 }
 let dirty = false;
 function connectLive() {
-  const source = new EventSource(API + "/live");
+  const source = new EventSource(feedUrl("/live"));
   const state = $("connection");
   source.onopen = () => { state.dataset.state = "live"; state.textContent = "live"; };
   source.onerror = () => { state.dataset.state = "down"; state.textContent = "reconnecting…"; };
@@ -254,8 +267,15 @@ function connectLive() {
 async function main() {
   initTiles();
   initPlan();
-  $("operator").value = localStorage.getItem("operator") || "operator";
-  $("operator").addEventListener("change", () => localStorage.setItem("operator", $("operator").value));
+  $("api-key").value = key;
+  $("api-key").addEventListener("change", () => {
+    localStorage.setItem("apiKey", $("api-key").value.trim());
+    location.reload();
+  });
+  try {
+    const me = await getJson("/keys/me");
+    $("whoami").textContent = `${me.name} (${me.role})`;
+  } catch (error) { console.warn(error); }
   try { Object.assign(METRICS, Object.fromEntries(Object.entries(await getJson("/contract"))
     .map(([kind, metrics]) => [kind, Object.keys(metrics)]))); } catch (error) { console.warn(error); }
   await loadDevices();

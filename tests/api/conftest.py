@@ -19,18 +19,26 @@ from devices.contract import Kind, readings_table
 
 
 @asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """A fresh app with its lifespan entered, and a client that talks to it without sockets."""
+async def serve(
+    settings: Settings, headers: dict[str, str] | None = None
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """A fresh app with its lifespan entered, and a client that talks to it without sockets
+    (sending ``headers``, such as an API key, with every request)."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=headers
+        ) as client:
             yield app, client
 
 
 @pytest.fixture(scope="session")
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(settings) as (_, client):
+async def client(
+    settings: Settings, admin_headers: dict[str, str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API as an admin calls it."""
+    async with serve(settings, admin_headers) as (_, client):
         yield client
 
 

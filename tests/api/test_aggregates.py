@@ -166,7 +166,7 @@ async def test_month_buckets_start_on_the_first_in_almaty(
 
 
 async def test_too_many_buckets_is_refused_not_truncated(
-    settings: Settings, db_pool: asyncpg.Pool, unique: str
+    settings: Settings, db_pool: asyncpg.Pool, unique: str, admin_headers: dict[str, str]
 ) -> None:
     device_id = f"aggmax-{unique}"
     await register(db_pool, device_id, Kind.AIR)
@@ -175,7 +175,7 @@ async def test_too_many_buckets_is_refused_not_truncated(
     )
     url = f"/api/v1/devices/{device_id}/aggregates"
     params = {"metric": "pm10", "from": START.isoformat()}
-    async with serve(limited) as (_, client):
+    async with serve(limited, admin_headers) as (_, client):
         ok = await client.get(
             url, params={**params, "bucket": "1m", "to": (START + timedelta(hours=1)).isoformat()}
         )

@@ -1,4 +1,4 @@
-"""The device registry: create, list with filters, get, patch, disable."""
+"""The device registry: create, list with filters, get, patch, disable, bulk create."""
 
 from __future__ import annotations
 
@@ -32,10 +32,16 @@ async def test_create_then_get(client: httpx.AsyncClient, unique: str) -> None:
     assert created["status"] == "unknown"
     assert created["last_seen"] is None
     assert created["created_at"]
+    # The broker login is issued with the device and shown only in this answer.
+    login = created.pop("mqtt")
+    assert login["username"] == device_id
+    assert login["topic_prefix"] == f"alatau/air/{device_id}/"
+    assert len(login["password"]) >= 32
 
     response = await client.get(f"/api/v1/devices/{device_id}")
     assert response.status_code == 200
     assert response.json() == created
+    assert "mqtt" not in response.json()
 
 
 async def test_create_without_location(client: httpx.AsyncClient, unique: str) -> None:

@@ -20,8 +20,10 @@ async def test_health_reports_database_and_timescaledb(client: httpx.AsyncClient
     assert body["timescaledb"][0].isdigit()
 
 
-async def test_a_database_outage_is_503_in_the_error_shape(settings: Settings) -> None:
-    async with serve(settings) as (app, client):
+async def test_a_database_outage_is_503_in_the_error_shape(
+    settings: Settings, admin_headers: dict[str, str]
+) -> None:
+    async with serve(settings, admin_headers) as (app, client):
         # min_size=0 opens nothing up front, so the pool points at a port where nothing listens.
         dead = await asyncpg.create_pool(
             f"postgresql://nobody@127.0.0.1:{free_port()}/nothing", min_size=0

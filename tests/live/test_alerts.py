@@ -11,11 +11,13 @@ import asyncpg
 import httpx
 import orjson
 
+from api.keys.schemas import ApiKeyCreate, Role
+from api.keys.service import issue_key
 from core.config import Settings
 from devices.contract import District, Kind, status_topic, telemetry_topic
 from ingest.app import RunningIngest
 from tests.live.sse import SseClient
-from tests.support import eventually, publish, register
+from tests.support import bearer, eventually, publish, register
 
 PM25_RULE = "PM2.5 above 75 µg/m³ for 15 minutes"
 
@@ -47,13 +49,15 @@ async def test_an_alert_opens_after_its_window_is_acknowledged_and_resolves(
     ingest: RunningIngest,
     live_url: str,
     unique: str,
+    reader_key: str,
+    admin_headers: dict[str, str],
 ) -> None:
     device = f"smog-{unique}"
     topic = telemetry_topic(Kind.AIR, device)
     await register(db_pool, device, Kind.AIR, District.GROWING)
-    feed = await SseClient.open(f"{live_url}/api/v1/alerts/live")
+    feed = await SseClient.open(f"{live_url}/api/v1/alerts/live?access_token={reader_key}")
     assert (await feed.next_event()).event == "snapshot"
-    async with httpx.AsyncClient(base_url=live_url) as client:
+    async with httpx.AsyncClient(base_url=live_url, headers=admin_headers) as client:
         # Ten minutes above the threshold: not yet sustained for fifteen.
         await publish(settings, [(topic, air(m, 120.0)[1]) for m in (10, 6, 3, 1)])
         stored = await eventually(
@@ -74,15 +78,19 @@ async def test_an_alert_opens_after_its_window_is_acknowledged_and_resolves(
         assert opened["value"] == 120.0
         alert_id = opened["alert_id"]
 
-        ack = await client.post(
-            f"/api/v1/alerts/{alert_id}/acknowledge", json={"by": "operator-aigerim"}
-        )
+        # Acknowledged in the name of the operator's key; a reader may not.
+        operator = await operator_key(db_pool, "operator-aigerim")
+        path = f"/api/v1/alerts/{alert_id}/acknowledge"
+        refused = await client.post(path, headers=bearer(reader_key))
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "insufficient_role"
+        ack = await client.post(path, headers=bearer(operator))
         assert ack.status_code == 200, ack.text
         assert ack.json()["state"] == "acknowledged"
         assert ack.json()["acknowledged_by"] == "operator-aigerim"
         assert ack.json()["acknowledged_at"] is not None
         assert (await next_alert(feed, device))["state"] == "acknowledged"
-        again = await client.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={"by": "x"})
+        again = await client.post(path, headers=bearer(operator))
         assert again.status_code == 409
         assert again.json()["error"] == "alert_not_open"
 
@@ -102,10 +110,11 @@ async def test_rules_are_managed_over_the_api_and_a_traffic_rule_fires(
     ingest: RunningIngest,
     live_url: str,
     unique: str,
+    admin_headers: dict[str, str],
 ) -> None:
     device = f"jam-{unique}"
     await register(db_pool, device, Kind.TRAFFIC, District.GATE)
-    async with httpx.AsyncClient(base_url=live_url) as client:
+    async with httpx.AsyncClient(base_url=live_url, headers=admin_headers) as client:
         defaults = (await client.get("/api/v1/alert-rules")).json()["items"]
         names = {rule["name"] for rule in defaults}
         assert {PM25_RULE, "Speed under 15 km/h for 10 minutes"} <= names
@@ -167,10 +176,11 @@ async def test_last_will_offline_opens_an_offline_alert(
     ingest: RunningIngest,
     live_url: str,
     unique: str,
+    admin_headers: dict[str, str],
 ) -> None:
     device = f"will-{unique}"
     await register(db_pool, device, Kind.ENERGY, District.GOLDEN)
-    async with httpx.AsyncClient(base_url=live_url) as client:
+    async with httpx.AsyncClient(base_url=live_url, headers=admin_headers) as client:
         await publish(settings, [(status_topic(Kind.ENERGY, device), b"offline")])
         items = await eventually(lambda: alerts_of(client, device), bool)
         assert [a["state"] for a in items] == ["open"]
@@ -180,3 +190,8 @@ async def test_last_will_offline_opens_an_offline_alert(
             lambda: alerts_of(client, device), lambda items: items[0]["state"] == "resolved"
         )
         assert [a["state"] for a in items] == ["resolved"]
+
+
+async def operator_key(pool: asyncpg.Pool, name: str) -> str:
+    body = ApiKeyCreate(name=name, role=Role.OPERATOR)
+    return (await issue_key(pool, body, created_by=None)).token

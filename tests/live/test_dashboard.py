@@ -13,6 +13,8 @@ import httpx
 import orjson
 import pytest
 
+from api.keys.schemas import ApiKeyCreate, Role
+from api.keys.service import issue_key
 from core.config import Settings
 from devices.contract import District, Kind, status_topic, telemetry_topic
 from ingest.app import RunningIngest
@@ -52,6 +54,7 @@ async def test_the_dashboard_shows_live_values_and_acknowledges_an_alert(
     ingest: RunningIngest,
     live_url: str,
     unique: str,
+    admin_headers: dict[str, str],
 ) -> None:
     sensor, meter = f"dash-air-{unique}", f"dash-meter-{unique}"
     await register(db_pool, sensor, Kind.AIR, District.GATE)
@@ -76,7 +79,15 @@ async def test_the_dashboard_shows_live_values_and_acknowledges_an_alert(
         try:
             page = await browser.new_page(viewport={"width": 1400, "height": 1000})
             page.on("pageerror", lambda error: errors.append(str(error)))
-            await page.goto(f"{live_url}/?device={sensor}")
+            # As `make run` prints it: the key in the fragment, which the page then hides.
+            operator = await issue_key(
+                db_pool, ApiKeyCreate(name="operator-dana", role=Role.OPERATOR), created_by=None
+            )
+            await page.goto(f"{live_url}/?device={sensor}#key={operator.token}")
+            await playwright_api.expect(page.locator("#whoami")).to_have_text(
+                "operator-dana (operator)"
+            )
+            assert "key=" not in page.url
             value = page.get_by_test_id("chart-value")
             await playwright_api.expect(page.locator("#connection")).to_have_text("live")
             await playwright_api.expect(value).to_have_text("11.5")
@@ -96,8 +107,6 @@ async def test_the_dashboard_shows_live_values_and_acknowledges_an_alert(
             await playwright_api.expect(green).to_have_text(re.compile(r"^-?[\d.]+ [kM]W$"))
 
             # The meter's Last Will opens an offline alert; the operator acknowledges it.
-            await page.fill("#operator", "operator-dana")
-            await page.dispatch_event("#operator", "change")
             await publish(settings, [(status_topic(Kind.ENERGY, meter), b"offline")])
             row = page.locator("#alerts tr", has_text=meter)
             await playwright_api.expect(row).to_have_count(1, timeout=15_000)
@@ -110,7 +119,7 @@ async def test_the_dashboard_shows_live_values_and_acknowledges_an_alert(
         finally:
             await browser.close()
     assert errors == []
-    async with httpx.AsyncClient(base_url=live_url) as client:
+    async with httpx.AsyncClient(base_url=live_url, headers=admin_headers) as client:
         items = await eventually(
             lambda: client.get("/api/v1/alerts", params={"device_id": meter}),
             lambda response: response.status_code == 200,

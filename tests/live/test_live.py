@@ -34,8 +34,9 @@ async def next_reading(client: SseClient, timeout_s: float = 10.0) -> Event:
             return event
 
 
-def ws_url(live_url: str, query: str) -> str:
-    return live_url.replace("http://", "ws://") + f"/api/v1/live/ws?{query}"
+def ws_url(live_url: str, token: str, query: str) -> str:
+    """A WebSocket URL with the key as a browser sends it (it cannot set headers)."""
+    return live_url.replace("http://", "ws://") + f"/api/v1/live/ws?access_token={token}&{query}"
 
 
 async def ws_next(ws: Any, kind: str, timeout_s: float = 10.0) -> dict[str, Any]:
@@ -46,20 +47,25 @@ async def ws_next(ws: Any, kind: str, timeout_s: float = 10.0) -> dict[str, Any]
 
 
 async def test_a_published_reading_reaches_an_sse_and_a_websocket_client(
-    settings: Settings, db_pool: asyncpg.Pool, live_url: str, unique: str
+    settings: Settings,
+    db_pool: asyncpg.Pool,
+    live_url: str,
+    unique: str,
+    reader_key: str,
+    admin_headers: dict[str, str],
 ) -> None:
     device = f"live-{unique}"
     await register(db_pool, device, Kind.AIR, District.GREEN)
-    sse = await SseClient.open(f"{live_url}/api/v1/live?device={device}")
+    sse = await SseClient.open(f"{live_url}/api/v1/live?access_token={reader_key}&device={device}")
     assert sse.status == 200
     assert sse.headers["content-type"].startswith("text/event-stream")
-    async with websockets.connect(ws_url(live_url, f"device={device}")) as ws:
+    async with websockets.connect(ws_url(live_url, reader_key, f"device={device}")) as ws:
         assert (await sse.next_event()).event == "snapshot"
         assert (await ws_next(ws, "snapshot"))["items"] == []
         await publish(settings, [(telemetry_topic(Kind.AIR, device), reading(42.5))])
         event = await next_reading(sse)
         message = await ws_next(ws, "reading")
-        async with httpx.AsyncClient(base_url=live_url) as http:
+        async with httpx.AsyncClient(base_url=live_url, headers=admin_headers) as http:
             exported = (await http.get("/metrics")).text
     assert 'alatau_live_clients{transport="sse"}' in exported
     assert 'alatau_live_clients{transport="websocket"}' in exported
@@ -74,12 +80,14 @@ async def test_a_published_reading_reaches_an_sse_and_a_websocket_client(
 
 
 async def test_snapshot_filters_and_resume_with_last_event_id(
-    settings: Settings, db_pool: asyncpg.Pool, live_url: str, unique: str
+    settings: Settings, db_pool: asyncpg.Pool, live_url: str, unique: str, reader_key: str
 ) -> None:
     green, gate = f"snap-green-{unique}", f"snap-gate-{unique}"
     await register(db_pool, green, Kind.AIR, District.GREEN)
     await register(db_pool, gate, Kind.AIR, District.GATE)
-    watcher = await SseClient.open(f"{live_url}/api/v1/live?device={green},{gate}")
+    watcher = await SseClient.open(
+        f"{live_url}/api/v1/live?access_token={reader_key}&device={green},{gate}"
+    )
     await watcher.next_event()
     await publish(
         settings,
@@ -93,7 +101,7 @@ async def test_snapshot_filters_and_resume_with_last_event_id(
     assert seen == {green, gate}
 
     query = f"device={green}&device={gate}&district=green&kind=air"
-    first = await SseClient.open(f"{live_url}/api/v1/live?{query}")
+    first = await SseClient.open(f"{live_url}/api/v1/live?access_token={reader_key}&{query}")
     snapshot = await first.next_event()
     await first.close()
     assert snapshot.event == "snapshot"
@@ -102,7 +110,8 @@ async def test_snapshot_filters_and_resume_with_last_event_id(
 
     # Nothing changed since the snapshot: a resumed feed starts with an empty snapshot...
     resumed = await SseClient.open(
-        f"{live_url}/api/v1/live?{query}", headers={"Last-Event-ID": snapshot.id}
+        f"{live_url}/api/v1/live?access_token={reader_key}&{query}",
+        headers={"Last-Event-ID": snapshot.id},
     )
     assert (await resumed.next_event()).json()["items"] == []
     await resumed.close()
@@ -111,7 +120,8 @@ async def test_snapshot_filters_and_resume_with_last_event_id(
     await publish(settings, [(telemetry_topic(Kind.AIR, green), reading(11.0, later))])
     await asyncio.sleep(0.5)
     resumed = await SseClient.open(
-        f"{live_url}/api/v1/live?{query}", headers={"Last-Event-ID": snapshot.id}
+        f"{live_url}/api/v1/live?access_token={reader_key}&{query}",
+        headers={"Last-Event-ID": snapshot.id},
     )
     items = (await resumed.next_event()).json()["items"]
     await resumed.close()
@@ -119,12 +129,14 @@ async def test_snapshot_filters_and_resume_with_last_event_id(
 
 
 async def test_only_valid_readings_of_registered_enabled_devices_are_streamed(
-    settings: Settings, db_pool: asyncpg.Pool, live_url: str, unique: str
+    settings: Settings, db_pool: asyncpg.Pool, live_url: str, unique: str, reader_key: str
 ) -> None:
     good, stranger, disabled = f"ok-{unique}", f"nobody-{unique}", f"off-{unique}"
     await register(db_pool, good, Kind.AIR)
     await register(db_pool, disabled, Kind.AIR, enabled=False)
-    client = await SseClient.open(f"{live_url}/api/v1/live?device={good},{stranger},{disabled}")
+    client = await SseClient.open(
+        f"{live_url}/api/v1/live?access_token={reader_key}&device={good},{stranger},{disabled}"
+    )
     await client.next_event()
     await publish(
         settings,
@@ -167,14 +179,16 @@ async def _flood(settings: Settings, devices: list[str], per_device: int) -> dic
 
 
 async def test_a_slow_client_gets_the_newest_value_per_device_and_does_not_delay_others(
-    settings: Settings, db_pool: asyncpg.Pool, live_url: str, unique: str
+    settings: Settings, db_pool: asyncpg.Pool, live_url: str, unique: str, reader_key: str
 ) -> None:
     devices = [f"flood-{unique}-{n:02d}" for n in range(20)]
     for device in devices:
         await register(db_pool, device, Kind.AIR)
     query = f"device={','.join(devices)}"
-    slow = await SseClient.open(f"{live_url}/api/v1/live?{query}", receive_buffer=4096)
-    fast = await SseClient.open(f"{live_url}/api/v1/live?{query}")
+    slow = await SseClient.open(
+        f"{live_url}/api/v1/live?access_token={reader_key}&{query}", receive_buffer=4096
+    )
+    fast = await SseClient.open(f"{live_url}/api/v1/live?access_token={reader_key}&{query}")
     assert (await slow.next_event()).event == "snapshot"
     assert (await fast.next_event()).event == "snapshot"
 
@@ -225,11 +239,11 @@ async def test_a_slow_client_gets_the_newest_value_per_device_and_does_not_delay
 
 
 async def test_heartbeats_and_the_maximum_lifetime_with_a_reconnect_hint(
-    settings: Settings, db_pool: asyncpg.Pool
+    settings: Settings, db_pool: asyncpg.Pool, reader_key: str
 ) -> None:
     short = quick_settings(settings, heartbeat_s=0.3, max_connection_s=1.5, reconnect_ms=250)
     async with running_api(short) as url:
-        client = await SseClient.open(f"{url}/api/v1/live?kind=energy")
+        client = await SseClient.open(f"{url}/api/v1/live?access_token={reader_key}&kind=energy")
         events = []
         try:
             while True:
@@ -243,7 +257,7 @@ async def test_heartbeats_and_the_maximum_lifetime_with_a_reconnect_hint(
         assert kinds[-1] == "reconnect"
         assert events[-1].json() == {"after_ms": 250}
 
-        async with websockets.connect(ws_url(url, "kind=energy")) as ws:
+        async with websockets.connect(ws_url(url, reader_key, "kind=energy")) as ws:
             types = []
             async for raw in ws:
                 types.append(orjson.loads(raw)["type"])

@@ -18,13 +18,13 @@ from tests.support import publish, register
 
 
 async def test_two_api_replicas_each_get_the_stream(
-    settings: Settings, db_pool: asyncpg.Pool, live_url: str, unique: str
+    settings: Settings, db_pool: asyncpg.Pool, live_url: str, unique: str, reader_key: str
 ) -> None:
     device = f"both-{unique}"
     await register(db_pool, device, Kind.AIR, District.GOLDEN)
     async with running_api(quick_settings(settings)) as other_url:
         clients = [
-            await SseClient.open(f"{url}/api/v1/live?device={device}")
+            await SseClient.open(f"{url}/api/v1/live?access_token={reader_key}&device={device}")
             for url in (live_url, other_url)
         ]
         for client in clients:

@@ -12,6 +12,8 @@ from tests.api.conftest import serve
 
 
 @pytest.fixture(scope="session")
-async def rollup_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(settings) as (_, client):
+async def rollup_client(
+    settings: Settings, admin_headers: dict[str, str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(settings, admin_headers) as (_, client):
         yield client

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import httpx
@@ -13,33 +14,43 @@ from simulators.fleet import build_fleet
 from simulators.registry import RegistrationError, register_devices
 
 
+def login(device_id: str, password: str) -> dict[str, str]:
+    return {"username": device_id, "password": f"{password}-{device_id}", "topic_prefix": "x/"}
+
+
 class FakeApi:
-    """Answers ``POST /api/v1/devices`` like the registry, counting concurrent requests."""
+    """Answers ``POST /api/v1/devices`` and ``POST .../credentials`` like the registry, with
+    each device's login, counting concurrent requests."""
 
     def __init__(self, existing: set[str] | None = None, fail: str | None = None) -> None:
         self.existing = existing or set()
         self.fail = fail
         self.bodies: list[dict[str, Any]] = []
+        self.rotated: list[str] = []
         self.headers: list[httpx.Headers] = []
         self.in_flight = 0
         self.max_in_flight = 0
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         assert request.method == "POST"
-        assert request.url.path == "/api/v1/devices"
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             await asyncio.sleep(0.005)
+            self.headers.append(request.headers)
+            rotate = re.fullmatch(r"/api/v1/devices/([^/]+)/credentials", request.url.path)
+            if rotate:
+                self.rotated.append(rotate[1])
+                return httpx.Response(200, json=login(rotate[1], "rotated"))
+            assert request.url.path == "/api/v1/devices"
             body = json.loads(request.content)
             self.bodies.append(body)
-            self.headers.append(request.headers)
             if body["device_id"] == self.fail:
                 return httpx.Response(422, json={"error": "validation", "detail": "nope"})
             if body["device_id"] in self.existing:
                 return httpx.Response(409, json={"error": "conflict", "detail": "exists"})
             self.existing.add(body["device_id"])
-            return httpx.Response(201, json=body)
+            return httpx.Response(201, json={**body, "mqtt": login(body["device_id"], "new")})
         finally:
             self.in_flight -= 1
 
@@ -51,6 +62,11 @@ async def test_every_device_is_posted_with_its_kind_district_and_location() -> N
         "http://api.test/", fleet, concurrency=5, transport=httpx.MockTransport(api)
     )
     assert (result.created, result.existing) == (28, 2)
+    # Every device gets a login: new ones from the registration, existing ones a rotated one.
+    assert sorted(api.rotated) == sorted([fleet[0].device_id, fleet[1].device_id])
+    assert result.logins[fleet[0].device_id].password == f"rotated-{fleet[0].device_id}"
+    assert result.logins[fleet[2].device_id].password == f"new-{fleet[2].device_id}"
+    assert set(result.logins) == {device.device_id for device in fleet}
     assert sorted(body["device_id"] for body in api.bodies) == sorted(d.device_id for d in fleet)
     first = next(body for body in api.bodies if body["device_id"] == fleet[2].device_id)
     assert first == {

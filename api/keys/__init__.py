@@ -1,0 +1,1 @@
+"""API keys: issued, listed and revoked by admins (over the API or ``python -m api.keys``)."""

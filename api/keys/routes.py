@@ -1,0 +1,51 @@
+"""API key routes: admins issue, list and revoke keys; anyone can ask who their key is."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Query, Request, status
+
+from api.auth import Admin, Reader
+from api.dependencies import PoolDep
+from api.keys import service
+from api.keys.schemas import ApiKey, ApiKeyCreate, ApiKeyList, Caller, IssuedApiKey
+from api.schemas import ErrorBody
+
+_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": ErrorBody, "description": "no API key, or an unknown or revoked one"},
+    403: {"model": ErrorBody, "description": "the key's role does not allow this"},
+    422: {"model": ErrorBody, "description": "invalid request"},
+}
+
+router = APIRouter(prefix="/api/v1", tags=["keys"], responses=_ERRORS)
+
+
+@router.get("/keys/me")
+async def whoami(caller: Reader) -> Caller:
+    """The calling key's id, name and role."""
+    return Caller(key_id=caller.key_id, name=caller.name, role=caller.role)
+
+
+@router.post("/keys", status_code=status.HTTP_201_CREATED)
+async def issue_key(pool: PoolDep, body: ApiKeyCreate, caller: Admin) -> IssuedApiKey:
+    """Issue a key; its token is shown only in this answer."""
+    return await service.issue_key(pool, body, created_by=caller.name)
+
+
+@router.get("/keys")
+async def list_keys(
+    pool: PoolDep,
+    caller: Admin,
+    include_revoked: Annotated[bool, Query()] = False,
+) -> ApiKeyList:
+    """Keys in the order they were issued (never their tokens)."""
+    return ApiKeyList(items=await service.list_keys(pool, include_revoked=include_revoked))
+
+
+@router.delete(
+    "/keys/{key_id}", responses={404: {"model": ErrorBody, "description": "unknown key"}}
+)
+async def revoke_key(request: Request, pool: PoolDep, key_id: str, caller: Admin) -> ApiKey:
+    """Revoke a key: refused at once by this replica, by every replica within seconds."""
+    return await service.revoke_key(pool, key_id, request.app.state.key_checker)

@@ -1,0 +1,130 @@
+"""Issuing, listing, revoking and checking API keys.
+
+A token is ``alk_{key_id}_{secret}``: the id finds the row, a SHA-256 of the 256-bit random
+secret proves it (no slow hash is needed for a secret nobody chose). Checked keys are remembered
+for a few seconds, so a busy client costs no query per request; a revocation reaches this
+replica at once and the others within that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Final
+
+import asyncpg
+import structlog
+
+from api.errors import NotFound
+from api.keys import repository
+from api.keys.schemas import ApiKey, ApiKeyCreate, IssuedApiKey, Role
+
+log = structlog.get_logger(__name__)
+
+TOKEN_PREFIX: Final = "alk"  # noqa: S105 (a marker, not a secret)
+CACHE_TTL_S: Final = 5.0
+CACHE_MAX_ENTRIES: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key's id, name and role."""
+
+    key_id: str
+    name: str
+    role: Role
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def _key(row: asyncpg.Record) -> ApiKey:
+    return ApiKey(
+        key_id=row["key_id"],
+        name=row["name"],
+        role=Role(row["role"]),
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def split_token(token: str) -> tuple[str, str] | None:
+    prefix, _, rest = token.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != TOKEN_PREFIX or len(key_id) != 12 or not secret:
+        return None
+    return key_id, secret
+
+
+async def issue_key(
+    pool: asyncpg.Pool, body: ApiKeyCreate, *, created_by: str | None
+) -> IssuedApiKey:
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    async with pool.acquire() as conn:
+        row = await repository.insert_key(
+            conn,
+            key_id=key_id,
+            name=body.name,
+            role=body.role.value,
+            secret_hash=_digest(secret),
+            created_by=created_by,
+        )
+    log.info("api key issued", key_id=key_id, role=body.role.value, created_by=created_by)
+    return IssuedApiKey(**_key(row).model_dump(), token=f"{TOKEN_PREFIX}_{key_id}_{secret}")
+
+
+async def list_keys(pool: asyncpg.Pool, *, include_revoked: bool = False) -> list[ApiKey]:
+    async with pool.acquire() as conn:
+        return [
+            _key(row) for row in await repository.list_keys(conn, include_revoked=include_revoked)
+        ]
+
+
+class KeyChecker:
+    """Checks bearer tokens against the database, remembering good ones for ``ttl_s``."""
+
+    def __init__(self, pool: asyncpg.Pool, ttl_s: float = CACHE_TTL_S) -> None:
+        self._pool = pool
+        self._ttl_s = ttl_s
+        self._known: dict[str, tuple[float, Principal]] = {}
+
+    async def check(self, token: str) -> Principal | None:
+        now = time.monotonic()
+        known = self._known.get(token)
+        if known is not None and known[0] > now:
+            return known[1]
+        parts = split_token(token)
+        if parts is None:
+            return None
+        key_id, secret = parts
+        async with self._pool.acquire() as conn:
+            row = await repository.active_key(conn, key_id)
+        if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), _digest(secret)):
+            return None
+        principal = Principal(key_id=key_id, name=row["name"], role=Role(row["role"]))
+        if len(self._known) >= CACHE_MAX_ENTRIES:
+            self._known.clear()
+        self._known[token] = (now + self._ttl_s, principal)
+        return principal
+
+    def forget(self, key_id: str) -> None:
+        for token, (_, principal) in list(self._known.items()):
+            if principal.key_id == key_id:
+                del self._known[token]
+
+
+async def revoke_key(pool: asyncpg.Pool, key_id: str, checker: KeyChecker | None = None) -> ApiKey:
+    async with pool.acquire() as conn:
+        row = await repository.revoke_key(conn, key_id)
+    if row is None:
+        raise NotFound(f"no API key {key_id!r}", code="api_key_not_found")
+    if checker is not None:
+        checker.forget(key_id)
+    log.info("api key revoked", key_id=key_id)
+    return _key(row)

@@ -1,0 +1,222 @@
+"""Broker logins of devices, kept by Mosquitto's dynamic-security plugin.
+
+Every device logs in with its id as username and a random secret that the registry shows once and
+never stores: only the broker keeps it, hashed. Each device has a role of its own whose one ACL
+lets it publish on ``alatau/{kind}/{id}/#`` and nowhere else (Mosquitto 2.0's plugin has no
+``%u`` substitution, so a shared role cannot say "its own topic"). Commands go to the plugin's
+control topic and take effect at once: a disabled device is disconnected and cannot log in again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import gmqtt
+import structlog
+
+from core.config import MqttEndpoint
+from core.mqtt import RECONNECT_DELAY_S, connect, make_client
+from devices.contract import Kind
+
+log = structlog.get_logger(__name__)
+
+CONTROL_TOPIC: Final = "$CONTROL/dynamic-security/v1"
+RESPONSE_TOPIC: Final = f"{CONTROL_TOPIC}/response"
+SECRET_BYTES: Final = 24
+
+Command = dict[str, Any]
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not answer a registry command in time (or we are not connected)."""
+
+
+class BrokerCommandFailed(Exception):
+    """The broker refused a registry command; the message is the plugin's own reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLogin:
+    """What a device's firmware needs to publish: shown once, at creation or rotation."""
+
+    username: str
+    password: str
+    topic_prefix: str
+
+
+def device_role(device_id: str) -> str:
+    return f"device-{device_id}"
+
+
+def device_topic_prefix(kind: Kind, device_id: str) -> str:
+    return f"alatau/{kind.value}/{device_id}/"
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def new_login(kind: Kind, device_id: str) -> DeviceLogin:
+    return DeviceLogin(device_id, new_secret(), device_topic_prefix(kind, device_id))
+
+
+def commission_commands(kind: Kind, login: DeviceLogin, *, enabled: bool) -> list[Command]:
+    """Create the device's role and login from scratch. Deleting first makes it idempotent: a
+    registry write that failed after the broker applied it can simply be repeated."""
+    role = device_role(login.username)
+    commands: list[Command] = [
+        {"command": "deleteClient", "username": login.username},
+        {"command": "deleteRole", "rolename": role},
+        {
+            "command": "createRole",
+            "rolename": role,
+            "acls": [
+                {
+                    "acltype": "publishClientSend",
+                    "topic": f"{device_topic_prefix(kind, login.username)}#",
+                    "allow": True,
+                }
+            ],
+        },
+        {
+            "command": "createClient",
+            "username": login.username,
+            "password": login.password,
+            "roles": [{"rolename": role}],
+        },
+    ]
+    if not enabled:
+        commands.append({"command": "disableClient", "username": login.username})
+    return commands
+
+
+def rotate_commands(login: DeviceLogin, *, enabled: bool) -> list[Command]:
+    """A new secret; disabling and re-enabling drops any connection made with the old one."""
+    commands: list[Command] = [
+        {"command": "setClientPassword", "username": login.username, "password": login.password},
+        {"command": "disableClient", "username": login.username},
+    ]
+    if enabled:
+        commands.append({"command": "enableClient", "username": login.username})
+    return commands
+
+
+def enabled_commands(device_id: str, *, enabled: bool) -> list[Command]:
+    return [{"command": "enableClient" if enabled else "disableClient", "username": device_id}]
+
+
+# Answers that mean "already as wanted" for the idempotent deletes above.
+_TOLERATED: Final = {
+    ("deleteClient", "Client not found"),
+    ("deleteRole", "Role not found"),
+}
+
+
+class DynsecClient:
+    """Sends command batches to the plugin and waits for their answers, one batch at a time.
+
+    The plugin answers only the client that asked, with one response per command in order; the
+    correlation data of the batch's first command tells our answer from a stale one."""
+
+    def __init__(self, endpoint: MqttEndpoint, client_id: str, *, timeout_s: float = 30.0):
+        self._endpoint = endpoint
+        self._timeout_s = timeout_s
+        self._lock = asyncio.Lock()
+        self._pending: dict[str, asyncio.Future[list[dict[str, Any]]]] = {}
+        self._ready = asyncio.Event()
+        self._connecting: asyncio.Task[None] | None = None
+        self.client = make_client(endpoint, client_id)
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_disconnect = self._on_disconnect
+
+    def _on_connect(self, client: gmqtt.Client, flags: int, rc: int, properties: Any) -> None:
+        client.subscribe(RESPONSE_TOPIC, qos=1)
+
+    def _on_subscribe(self, client: gmqtt.Client, mid: int, qos: Any, properties: Any) -> None:
+        self._ready.set()
+
+    def _on_disconnect(self, client: gmqtt.Client, packet: Any, exc: Any = None) -> None:
+        self._ready.clear()
+
+    def _on_message(
+        self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, properties: Any
+    ) -> int:
+        try:
+            responses = json.loads(payload)["responses"]
+            token = responses[0].get("correlationData")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            log.warning("unreadable dynamic-security response", payload=payload[:200])
+            return 0
+        future = self._pending.pop(token, None)
+        if future is not None and not future.done():
+            future.set_result(responses)
+        return 0
+
+    async def start(self, wait_s: float = 5.0) -> None:
+        """Connect, waiting up to ``wait_s`` for the subscription to the answers; an api must
+        serve reads without the broker, so after that it keeps trying in the background."""
+        try:
+            await connect(self.client, self._endpoint)
+            await asyncio.wait_for(self._ready.wait(), wait_s)
+        except (OSError, TimeoutError) as exc:
+            log.warning("device registry cannot reach the broker yet", error=repr(exc))
+            if not self.client.is_connected:
+                self._connecting = asyncio.create_task(self._connect_later())
+
+    async def _connect_later(self) -> None:
+        while True:
+            await asyncio.sleep(RECONNECT_DELAY_S)
+            try:
+                await connect(self.client, self._endpoint)
+            except OSError as exc:
+                log.warning("device registry still cannot reach the broker", error=repr(exc))
+            else:
+                return
+
+    async def stop(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+        if self.client.is_connected:
+            await self.client.disconnect()
+
+    async def execute(self, commands: Sequence[Command]) -> list[dict[str, Any]]:
+        """Run ``commands`` in one message; raise ``BrokerCommandFailed`` naming the first that
+        failed (apart from deletes of what is already gone)."""
+        if not commands:
+            return []
+        token = uuid.uuid4().hex
+        batch = [dict(commands[0], correlationData=token), *commands[1:]]
+        async with self._lock:
+            if not self._ready.is_set():
+                raise BrokerUnavailable("the device registry is not connected to the broker")
+            future: asyncio.Future[list[dict[str, Any]]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._pending[token] = future
+            self.client.publish(CONTROL_TOPIC, json.dumps({"commands": batch}), qos=1)
+            try:
+                responses = await asyncio.wait_for(future, self._timeout_s)
+            except TimeoutError as exc:
+                raise BrokerUnavailable(
+                    f"the broker did not answer {len(batch)} registry command(s) "
+                    f"within {self._timeout_s:.0f}s"
+                ) from exc
+            finally:
+                self._pending.pop(token, None)
+        for command, response in zip(batch, responses, strict=False):
+            error = response.get("error")
+            if error and (command["command"], error) not in _TOLERATED:
+                subject = command.get("username") or command.get("rolename") or ""
+                raise BrokerCommandFailed(f"{command['command']} {subject}: {error}")
+        return responses
