@@ -23,6 +23,7 @@ FLOAT_DECIMALS: Final = 3
 # Channels: one noise stream per quantity, so adding a metric never shifts another's values.
 _CH_COUNT, _CH_HEAVY, _CH_OCC, _CH_SPEED, _CH_POWER, _CH_VOLT, _CH_PF = range(10, 17)
 _CH_PM, _CH_PM10, _CH_NO2, _CH_SO2, _CH_O3, _CH_CO, _CH_TEMP, _CH_HUM, _CH_PRES = range(20, 29)
+_CH_RESET = 30
 
 
 def format_ts(ts: datetime) -> str:
@@ -142,15 +143,21 @@ def load_curve(district: District, hour: float, weekend: bool) -> float:
 
 
 class EnergyModel(KindModel):
-    """A three-phase meter: load curve by district, more in winter, a register that only grows."""
+    """A three-phase meter: load curve by district, more in winter, a register that only grows
+    except when the meter is reset (replaced or cleared): then it starts again from zero."""
 
     kind = Kind.ENERGY
 
-    def __init__(self, device: SimDevice, seed: int) -> None:
+    def __init__(self, device: SimDevice, seed: int, reset_rate: float = 0.0) -> None:
         super().__init__(device, seed)
         self.register_kwh = 1_000.0 + 250_000.0 * uniform(self.key, 2)
+        self.reset_rate = reset_rate
+        self.reset_ms: list[int] = []  # ts (epoch ms) of each reading that follows a reset
 
     def _values(self, moment: Moment, interval_s: float) -> Values:
+        if self.reset_rate > 0 and uniform(self.key, moment.ts_ms, _CH_RESET) < self.reset_rate:
+            self.register_kwh = 0.0
+            self.reset_ms.append(moment.ts_ms)
         district = self.device.district
         curve = load_curve(district, moment.hour, moment.weekend)
         cooling = max(0.0, moment.season) * bell(moment.hour, 15, 3)
@@ -207,7 +214,9 @@ class AirModel(KindModel):
         # Night inversions trap the smoke of coal stoves and the CHP plant.
         night = 0.5 + bell(moment.hour, 23.0, 3.5)
         industry = 1.0 if self.device.district is District.GROWING else 0.0
-        pm2_5 = local * (6.0 + 12.0 * traffic + 90.0 * heating * night)
+        # Calibrated so that Dec-Feb over Jun-Aug means come near Almaty's measured ratio
+        # (about 4.8 in AirData.kz daily PM2.5, 2017-2026; see tests/simulators/test_models.py).
+        pm2_5 = local * (8.5 + 14.0 * traffic + 72.0 * heating * night)
         summer_dust = 5.0 * (1.0 + moment.season)
         pm10 = pm2_5 * (1.9 - 0.5 * heating) + summer_dust * local
         no2 = local * (12.0 + 40.0 * traffic) * (1.0 + 0.3 * heating)
@@ -237,19 +246,30 @@ _MODELS: Final[dict[Kind, type[KindModel]]] = {
 }
 
 
-def make_model(device: SimDevice, seed: int) -> KindModel:
-    """The value model of the device's kind."""
+def make_model(device: SimDevice, seed: int, meter_reset_rate: float = 0.0) -> KindModel:
+    """The value model of the device's kind; ``meter_reset_rate`` (per reading) applies to
+    energy meters only."""
+    if device.kind is Kind.ENERGY:
+        return EnergyModel(device, seed, reset_rate=meter_reset_rate)
     return _MODELS[device.kind](device, seed)
 
 
 class DeviceStream:
     """The readings of one device, in order: ``start``, then one ``step_s`` later each time."""
 
-    def __init__(self, device: SimDevice, *, seed: int, start: datetime, step_s: float) -> None:
+    def __init__(
+        self,
+        device: SimDevice,
+        *,
+        seed: int,
+        start: datetime,
+        step_s: float,
+        meter_reset_rate: float = 0.0,
+    ) -> None:
         if not MIN_TIME_STEP_S <= step_s <= MAX_TIME_STEP_S:
             raise ValueError(f"step_s must be within [{MIN_TIME_STEP_S}, {MAX_TIME_STEP_S}] s")
         self.device = device
-        self.model = make_model(device, seed)
+        self.model = make_model(device, seed, meter_reset_rate)
         self.start = truncate_to_ms(start)
         self.step_ms = round(step_s * 1000)
         self.index = 0
@@ -266,6 +286,11 @@ class DeviceStream:
         self.index += 1
         self.previous_ts = ts
         return {"ts": format_ts(ts), **values}
+
+    @property
+    def meter_resets(self) -> list[int]:
+        """The ts (epoch ms) of every reading so far that follows a meter reset."""
+        return self.model.reset_ms if isinstance(self.model, EnergyModel) else []
 
     def take(self, count: int) -> list[dict[str, Any]]:
         """The next ``count`` readings."""

@@ -53,6 +53,8 @@ def _panel(
     table.add_row("readings sent", f"{stats.readings_sent:,}")
     table.add_row("rate", f"{rate:,.1f} readings/s")
     table.add_row("errors", f"[red]{stats.errors}[/red]" if stats.errors else "0")
+    for mode, injected in sorted(stats.faults.injected.items()):
+        table.add_row(f"fault: {mode}", f"{injected:,}")
     table.add_row("elapsed", f"{elapsed // 3600:02d}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}")
     table.add_row("plan", f"{plan.rate_hz:g} Hz x{plan.batch_size}, time x{plan.acceleration:g}")
     return table
@@ -95,4 +97,5 @@ async def log_progress(stats: SimulationStats, done: asyncio.Event, *, every_s: 
             readings=stats.readings_sent,
             rate=round(rate.update(stats.readings_sent), 1),
             errors=stats.errors,
+            faults=dict(stats.faults.injected),
         )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,11 +102,23 @@ class SimulationPlan(BaseModel):
 
 
 @dataclass
+class FaultCounts:
+    """What a run injected: per fault mode, the faulty readings (reading faults), messages
+    (message faults) or meter resets; and the readings ingest must count as duplicates."""
+
+    injected: Counter[str] = field(default_factory=Counter)
+    duplicate_readings: int = 0
+    backlog_readings: int = 0
+
+
+@dataclass
 class SimulationStats:
-    """Counters of a run, read by the progress display and by tests."""
+    """Counters of a run, read by the progress display and by tests. ``readings_sent`` counts
+    each simulated reading once, however many times (or in what shape) it went out."""
 
     devices: int = 0
     connected: int = 0
     messages_sent: int = 0
     readings_sent: int = 0
     errors: int = 0
+    faults: FaultCounts = field(default_factory=FaultCounts)

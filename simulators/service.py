@@ -10,19 +10,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import gmqtt
 import orjson
 import structlog
 
-from core.config import Settings
-from core.mqtt import connect, make_client, publish_when_possible, wait_published
+from core.config import MqttEndpoint, Settings
+from core.mqtt import (
+    RECONNECT_DELAY_S,
+    connect,
+    make_client,
+    publish_when_possible,
+    wait_published,
+)
 from devices.contract import Kind, status_topic, telemetry_topic
-from simulators.models import DeviceStream
+from simulators.faults import DeviceFaults, Drop, FaultMode, FaultPlan, Send, Step
+from simulators.models import DeviceStream, EnergyModel, format_ts
 from simulators.randomness import stable_key, uniform
-from simulators.registry import register_devices
+from simulators.registry import DeviceLogin, register_devices
 from simulators.schemas import SimDevice, SimulationPlan, SimulationStats
 
 log = structlog.get_logger(__name__)
@@ -34,8 +41,12 @@ OFFLINE: Final = b"offline"
 SESSION_EXPIRY_S: Final = 300
 CONNECT_CONCURRENCY: Final = 50
 DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 10.0
+DISCONNECT_WITH_WILL: Final = 0x04  # MQTT 5 reason code: the broker publishes the Will
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 Published = tuple[Kind, str, dict[str, Any]]
+Faulty = tuple[Kind, str, FaultMode, Any]
 
 
 class SimulationError(Exception):
@@ -55,6 +66,8 @@ class _Running:
     online: bool = False
     ever_connected: bool = False
     announcing: asyncio.Future[None] | None = None
+    faults: DeviceFaults | None = None
+    meter_resets_seen: int = 0
 
 
 def _being_cancelled() -> bool:
@@ -79,6 +92,8 @@ class Simulation:
         record: bool = False,
         api_key: str | None = None,
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+        faults: FaultPlan | None = None,
+        logins: dict[str, DeviceLogin] | None = None,
     ) -> None:
         self.plan = SimulationPlan.resolve(
             rate_hz=rate_hz,
@@ -94,9 +109,15 @@ class Simulation:
         self.settings = settings
         self.devices = list(devices)
         self.record = record
+        self.faults = faults if faults is not None else FaultPlan()
+        # With ``record``: every reading ingest must store (once, as sent), and every faulty
+        # reading (or malformed message's reading) with its fault.
         self.published: list[Published] = []
+        self.faulty: list[Faulty] = []
         self.stats = SimulationStats(devices=len(self.devices))
         self._api_key = api_key
+        # Registered devices log in as themselves; the others as the simulator's identity.
+        self._logins: dict[str, DeviceLogin] = dict(logins or {})
         self._shutdown_timeout_s = shutdown_timeout_s
         self._stop_requested = False
         self._running = False
@@ -122,10 +143,13 @@ class Simulation:
         self._running = True
         try:
             if register:
-                await register_devices(
+                registered = await register_devices(
                     self.settings.simulator.api_url, self.devices, api_key=self._api_key
                 )
+                self._logins = registered.logins
             fleet = [self._prepare(device) for device in self.devices]
+            for running in fleet:
+                self._attach_faults(running)
             try:
                 await self._connect_all(fleet)
                 log.info(
@@ -161,7 +185,7 @@ class Simulation:
         plan = self.plan
         status = status_topic(device.kind, device.device_id)
         client = make_client(
-            self.settings.mqtt_as(self.settings.simulator),
+            self._endpoint(device.device_id),
             f"{self.settings.simulator.client_id_prefix}-{device.device_id}",
             clean_session=True,
             will=gmqtt.Message(status, OFFLINE, qos=1, retain=True),
@@ -200,13 +224,21 @@ class Simulation:
         client.on_disconnect = on_disconnect
         return running
 
+    def _endpoint(self, device_id: str) -> MqttEndpoint:
+        login = self._logins.get(device_id)
+        if login is None:
+            return self.settings.mqtt_as(self.settings.simulator)
+        return self.settings.mqtt.model_copy(
+            update={"username": login.username, "password": login.password}
+        )
+
     async def _connect_all(self, fleet: list[_Running]) -> None:
         endpoint = self.settings.mqtt_as(self.settings.simulator)
         limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
         async def connect_one(running: _Running) -> None:
             async with limit:
-                await connect(running.client, endpoint)
+                await connect(running.client, self._endpoint(running.device.device_id))
 
         results = await asyncio.gather(
             *(connect_one(running) for running in fleet), return_exceptions=True
@@ -223,6 +255,23 @@ class Simulation:
                 f"{len(failures)} of {len(fleet)} devices could not connect to "
                 f"{endpoint.host}:{endpoint.port}; first error: {failures[0]!r}"
             ) from failures[0]
+
+    def _attach_faults(self, running: _Running) -> None:
+        plan = self.faults
+        model = running.stream.model
+        if isinstance(model, EnergyModel):
+            # Resets are drawn per timestamp, so setting the rate before the first reading is
+            # the same as building the model with it.
+            model.reset_rate = plan.rate(FaultMode.METER_RESET)
+        if plan.active:
+            running.faults = DeviceFaults(
+                plan,
+                seed=self.plan.seed,
+                device_id=running.device.device_id,
+                kind=running.device.kind,
+                batched=self.plan.batch_size > 1,
+                counts=self.stats.faults,
+            )
 
     async def _publish_all(self, fleet: list[_Running]) -> None:
         async with asyncio.TaskGroup() as group:
@@ -242,16 +291,75 @@ class Simulation:
                 await asyncio.sleep(delay)
             size = plan.batch_size if remaining is None else min(plan.batch_size, remaining)
             readings = running.stream.take(size)
-            payload = orjson.dumps(readings if batched else readings[0])
-            await publish_when_possible(running.client, running.telemetry, payload)
-            self.stats.messages_sent += 1
+            self._count_meter_resets(running, readings)
+            if running.faults is None:
+                payload = orjson.dumps(readings if batched else readings[0])
+                await self._execute(running, Send(payload, readings, []))
+            else:
+                for step in running.faults.shape(readings, datetime.now(UTC)):
+                    await self._execute(running, step)
             self.stats.readings_sent += size
-            if self.record:
-                device = running.device
-                self.published.extend((device.kind, device.device_id, r) for r in readings)
             if remaining is not None:
                 remaining -= size
             due += plan.message_interval_s
+        if running.faults is not None:
+            for step in running.faults.finish():
+                await self._execute(running, step)
+
+    def _count_meter_resets(self, running: _Running, readings: list[dict[str, Any]]) -> None:
+        resets = running.stream.meter_resets
+        new = resets[running.meter_resets_seen :]
+        if not new:
+            return
+        self.stats.faults.injected[FaultMode.METER_RESET.value] += len(new)
+        running.meter_resets_seen = len(resets)
+        if self.record:
+            reset_ts = {format_ts(EPOCH + timedelta(milliseconds=ms)) for ms in new}
+            device = running.device
+            self.faulty.extend(
+                (device.kind, device.device_id, FaultMode.METER_RESET, reading)
+                for reading in readings
+                if reading["ts"] in reset_ts
+            )
+
+    async def _execute(self, running: _Running, step: Step) -> None:
+        if isinstance(step, Drop):
+            await self._drop_connection(running, step.offline_s)
+            return
+        await publish_when_possible(running.client, running.telemetry, step.payload)
+        self.stats.messages_sent += 1
+        if self.record and not step.duplicate:
+            device = running.device
+            self.published.extend((device.kind, device.device_id, r) for r in step.good)
+            self.faulty.extend((device.kind, device.device_id, mode, r) for mode, r in step.bad)
+
+    async def _drop_connection(self, running: _Running, offline_s: float) -> None:
+        """Drop off the network as a device losing power or signal does, so the broker
+        publishes the Last Will; come back after ``offline_s``.
+
+        The drop is MQTT 5's DISCONNECT with reason "disconnect with Will message", which the
+        broker treats as a lost connection. Killing the socket instead races gmqtt's own
+        reconnect, which then resends readings already delivered: duplicates nobody injected.
+        """
+        client = running.client
+        # Nothing in flight: a resent reading would be a duplicate nobody injected.
+        await wait_published(client)
+        await client.disconnect(reason_code=DISCONNECT_WITH_WILL)
+        await asyncio.sleep(offline_s)
+        endpoint = self.settings.mqtt_as(self.settings.simulator)
+        while True:
+            try:
+                await connect(client, endpoint)
+            except OSError as exc:
+                self.stats.errors += 1
+                log.warning(
+                    "device could not reconnect after a dropout; retrying",
+                    device_id=running.device.device_id,
+                    error=repr(exc),
+                )
+                await asyncio.sleep(RECONNECT_DELAY_S)
+            else:
+                return
 
     async def _close(self, running: _Running) -> None:
         """Wait for the broker to acknowledge everything, say ``offline``, disconnect."""

@@ -19,6 +19,7 @@ from simulators.fleet import build_fleet
 from simulators.models import DeviceStream
 from stack.broker_auth import login_environment
 from tests.simulators.collector import Collector, retained_statuses
+from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -117,3 +118,93 @@ def test_the_command_line_explains_itself_and_refuses_bad_options() -> None:
         assert option in help_text
     assert runner.invoke(app, ["run", "--batch-size", "2000"]).exit_code == 2
     assert runner.invoke(app, ["run", "--rate", "0"]).exit_code == 2
+
+
+async def test_faults_are_injected_from_the_command_line_and_counted(
+    settings: Settings, unique: str
+) -> None:
+    prefix = f"q{unique}"
+    fleet = build_fleet(1, seed=8, prefix=prefix)
+    async with Collector(settings, prefix, ("alatau/+/+/telemetry",)) as collector:
+        process = await start_simulator(
+            settings,
+            unique,
+            *("--devices-per-kind", "1", "--count", "30", "--rate", "50", "--seed", "8"),
+            *("--accel", "3000", "--prefix", prefix),
+            *("--fault", "malformed_json=0.2", "--fault", "duplicate=0.2"),
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == 0, stderr.decode()
+        finished = log_events(stderr)["simulator finished"]
+        injected = finished["faults"]
+        assert injected["malformed_json"] > 0
+        assert injected["duplicate"] > 0
+        sent = finished["messages"]
+        assert sent == 30 * len(fleet) + injected["duplicate"]
+        await eventually(
+            lambda: asyncio.sleep(0, len(collector.telemetry_messages())), lambda n: n >= sent
+        )
+    broken = 0
+    for message in collector.telemetry_messages():
+        try:
+            json.loads(message.payload)
+        except ValueError:
+            broken += 1
+    assert broken == injected["malformed_json"]
+
+
+def test_an_unknown_fault_is_refused() -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["run", "--fault", "smoke=0.1"]).exit_code == 2
+    assert runner.invoke(app, ["run", "--fault", "late=2"]).exit_code == 2
+
+
+async def test_two_processes_share_the_fleet_and_publish_what_one_would(
+    settings: Settings, unique: str
+) -> None:
+    prefix = f"p{unique}"
+    fleet = build_fleet(34, seed=5, prefix=prefix)  # 102 devices, 51 per worker
+    async with Collector(settings, prefix, ("alatau/+/+/telemetry",)) as collector:
+        process = await start_simulator(
+            settings,
+            unique,
+            *("--devices-per-kind", "34", "--count", "3", "--rate", "10", "--seed", "5"),
+            *("--accel", "600", "--start", "2026-11-21T10:00:00+00:00", "--prefix", prefix),
+            *("--processes", "2"),
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == 0, stderr.decode()
+        await collector.wait_for_readings(3 * len(fleet))
+    finished = log_events(stderr)["simulator finished"]
+    assert (finished["workers"], finished["readings"], finished["errors"]) == (2, 3 * 102, 0)
+    received = collector.telemetry()
+    assert set(received) == {device.device_id for device in fleet}
+    for device in fleet:
+        stream = DeviceStream(device, seed=5, start=START, step_s=60.0)
+        assert received[device.device_id] == stream.take(3)
+    assert await retained_statuses(settings, prefix, len(fleet)) == {
+        device.device_id: "offline" for device in fleet
+    }
+
+
+async def test_sigterm_stops_every_worker_cleanly(settings: Settings, unique: str) -> None:
+    prefix = f"w{unique}"
+    fleet = build_fleet(2, seed=6, prefix=prefix)
+    async with Collector(settings, prefix, ("alatau/+/+/telemetry",)) as collector:
+        process = await start_simulator(
+            settings,
+            unique,
+            *("--devices-per-kind", "2", "--rate", "20", "--seed", "6", "--prefix", prefix),
+            *("--processes", "2"),
+        )
+        await collector.wait_for_readings(5 * len(fleet), timeout_s=30)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert process.returncode == 0, stderr.decode()
+        finished = log_events(stderr)["simulator finished"]
+        assert finished["errors"] == 0
+        assert await collector.wait_for_readings(finished["readings"]) == finished["readings"]
+    assert set(collector.telemetry()) == {device.device_id for device in fleet}
+    assert await retained_statuses(settings, prefix, len(fleet)) == {
+        device.device_id: "offline" for device in fleet
+    }

@@ -10,6 +10,7 @@ import pytest
 from devices.contract import District, Kind, is_valid_device_id
 from devices.schemas import DeviceCreate
 from simulators.fleet import DISTRICT_CENTRES, build_fleet
+from simulators.workers import deal
 
 
 def test_devices_of_every_kind_spread_round_robin_over_the_districts() -> None:
@@ -78,3 +79,13 @@ def test_a_prefix_that_breaks_the_id_pattern_is_refused() -> None:
         build_fleet(1, seed=1, prefix="bad/prefix")
     with pytest.raises(ValueError, match="prefix"):
         build_fleet(1, seed=1, prefix="x" * 60)
+
+
+def test_dealing_the_fleet_to_workers_keeps_every_device_once_and_mixes_kinds() -> None:
+    fleet = build_fleet(10, seed=1)
+    shares = deal(fleet, 3)
+    assert sorted(d.device_id for share in shares for d in share) == sorted(
+        d.device_id for d in fleet
+    )
+    assert all({d.kind for d in share} == set(Kind) for share in shares)
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
 import itertools
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from statistics import mean
 from typing import Any
 
@@ -192,3 +195,68 @@ def test_any_seed_start_and_step_gives_valid_readings(
     stream = DeviceStream(device, seed=seed, start=start, step_s=step_s)
     for reading in stream.take(5):
         READING_MODELS[device.kind].model_validate(orjson.loads(orjson.dumps(reading)))
+
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+PM25_DAILY = DATA / "airdatakz_almaty_pm25_daily.csv.gz"
+WINTER_MONTHS, SUMMER_MONTHS = {12, 1, 2}, {6, 7, 8}
+RATIO_TOLERANCE = 0.15  # relative
+
+
+def real_winter_summer_ratio() -> float:
+    """Dec-Feb over Jun-Aug mean of Almaty's measured daily city-wide PM2.5."""
+    winter: list[float] = []
+    summer: list[float] = []
+    with gzip.open(PM25_DAILY, "rt", newline="") as file:
+        for row in csv.DictReader(file):
+            month = int(row["date"][5:7])
+            if month in WINTER_MONTHS:
+                winter.append(float(row["value_ugm3"]))
+            elif month in SUMMER_MONTHS:
+                summer.append(float(row["value_ugm3"]))
+    return mean(winter) / mean(summer)
+
+
+@pytest.mark.skipif(not PM25_DAILY.exists(), reason=f"{PM25_DAILY} is not there")
+def test_winter_pm25_exceeds_summer_pm25_about_as_much_as_in_almaty() -> None:
+    real = real_winter_summer_ratio()
+    assert 3 < real < 7  # the file is what we think it is
+
+    def season_mean(start: datetime, days: int) -> float:
+        return mean(
+            float(reading["pm2_5"])
+            for device in devices(Kind.AIR)
+            for reading in DeviceStream(device, seed=SEED, start=start, step_s=3600).take(days * 24)
+        )
+
+    winter = season_mean(datetime(2025, 12, 1, tzinfo=ALMATY), 90)
+    summer = season_mean(datetime(2026, 6, 1, tzinfo=ALMATY), 92)
+    assert winter / summer == pytest.approx(real, rel=RATIO_TOLERANCE)
+
+
+def test_the_register_goes_down_only_on_a_meter_reset() -> None:
+    for device in devices(Kind.ENERGY):
+        stream = DeviceStream(
+            device, seed=SEED, start=WINTER_MONDAY, step_s=STEP_S, meter_reset_rate=0.01
+        )
+        readings = stream.take(WEEK)
+        resets = {
+            format_ts(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms))
+            for ms in stream.meter_resets
+        }
+        assert resets  # 1 % of 2,016 readings
+        for previous, reading in itertools.pairwise(readings):
+            if reading["ts"] in resets:  # starts again from zero: this interval's energy only
+                assert reading["energy_kwh"] == pytest.approx(
+                    reading["power_kw"] * STEP_S / 3600, abs=2e-3
+                )
+                assert reading["energy_kwh"] < previous["energy_kwh"] or previous["ts"] in resets
+            else:
+                assert reading["energy_kwh"] >= previous["energy_kwh"]
+
+
+def test_without_resets_no_meter_reset_is_drawn() -> None:
+    for device in devices(Kind.ENERGY):
+        stream = DeviceStream(device, seed=SEED, start=WINTER_MONDAY, step_s=STEP_S)
+        stream.take(WEEK)
+        assert stream.meter_resets == []
