@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from alerts import service
@@ -25,24 +25,23 @@ from api.auth import Admin, Operator, live_principal, require
 from api.dependencies import PoolDep
 from api.errors import ServiceUnavailable
 from api.keys.schemas import Role
+from api.responses import AUTH, INVALID, conflict, not_found
 from api.schemas import ErrorBody
 from devices.contract import utc_now
 
-_AUTH_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
-    401: {"model": ErrorBody, "description": "no API key, or an unknown or revoked one"},
-    403: {"model": ErrorBody, "description": "the key's role does not allow this"},
-}
 # Reading needs any key; rule changes need an admin and acknowledging an operator.
 router = APIRouter(
     prefix="/api/v1",
     tags=["alerts"],
-    responses=_AUTH_ERRORS,
+    responses={**INVALID, **AUTH},
     dependencies=[require(Role.READER)],
 )
 # Browsers' EventSource cannot send headers: the feed also takes ?access_token=.
-feeds = APIRouter(prefix="/api/v1", tags=["alerts"], responses=_AUTH_ERRORS)
+feeds = APIRouter(prefix="/api/v1", tags=["alerts"], responses={**INVALID, **AUTH})
 
-_NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {404: {"model": ErrorBody}}
+# bigserial ids: anything outside bigint cannot exist, and asyncpg cannot even send it.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+_NOT_FOUND: Final = not_found("rule or alert")
 SSE_MEDIA_TYPE: Final = "text/event-stream"
 
 
@@ -60,14 +59,14 @@ async def create_rule(pool: PoolDep, body: RuleCreate, caller: Admin) -> Rule:
     return await service.create_rule(pool, body)
 
 
-@router.patch("/alert-rules/{rule_id}", responses=_NOT_FOUND)
-async def update_rule(pool: PoolDep, rule_id: int, patch: RulePatch, caller: Admin) -> Rule:
+@router.patch("/alert-rules/{rule_id}", responses={**_NOT_FOUND, **conflict("the name is taken")})
+async def update_rule(pool: PoolDep, rule_id: RowId, patch: RulePatch, caller: Admin) -> Rule:
     """Tune a rule's name, threshold, window, severity or enabled flag."""
     return await service.update_rule(pool, rule_id, patch)
 
 
 @router.delete("/alert-rules/{rule_id}", status_code=204, responses=_NOT_FOUND)
-async def delete_rule(pool: PoolDep, rule_id: int, caller: Admin) -> None:
+async def delete_rule(pool: PoolDep, rule_id: RowId, caller: Admin) -> None:
     """Delete a rule with its alerts; disable it instead to keep the history."""
     await service.delete_rule(pool, rule_id)
 
@@ -136,7 +135,7 @@ async def list_alerts(
 
 
 @router.get("/alerts/{alert_id}", responses=_NOT_FOUND)
-async def get_alert(pool: PoolDep, alert_id: int) -> Alert:
+async def get_alert(pool: PoolDep, alert_id: RowId) -> Alert:
     return await service.get_alert(pool, alert_id)
 
 
@@ -144,7 +143,7 @@ async def get_alert(pool: PoolDep, alert_id: int) -> Alert:
     "/alerts/{alert_id}/acknowledge",
     responses={**_NOT_FOUND, 409: {"model": ErrorBody, "description": "the alert is not open"}},
 )
-async def acknowledge(pool: PoolDep, alert_id: int, caller: Operator) -> Alert:
+async def acknowledge(pool: PoolDep, alert_id: RowId, caller: Operator) -> Alert:
     """Acknowledge an open alert in the name of the calling key; the evaluator resolves it
     when readings return to normal."""
     return await service.acknowledge(pool, alert_id, by=caller.name)

@@ -17,6 +17,7 @@ from typing import Final
 import asyncpg
 import orjson
 import structlog
+from pydantic import ValidationError
 
 from alerts import repository
 from alerts.schemas import (
@@ -26,10 +27,11 @@ from alerts.schemas import (
     Condition,
     Rule,
     RuleCreate,
+    RuleFields,
     RuleList,
     RulePatch,
 )
-from api.errors import Conflict, NotFound
+from api.errors import Conflict, InvalidQuery, NotFound
 from core.config import Settings
 from core.db import Connection
 from devices.contract import Kind
@@ -121,7 +123,12 @@ async def evaluate(pool: asyncpg.Pool) -> Evaluation | None:
         if not await repository.try_evaluator_lock(conn):
             return None
         for row in await repository.list_rules(conn, enabled_only=True):
-            rule = Rule.model_validate(dict(row))
+            try:
+                rule = Rule.model_validate(dict(row))
+            except ValidationError as exc:
+                # One broken rule must not silence the others.
+                log.error("alert rule skipped: invalid", rule_id=row["rule_id"], error=str(exc))
+                continue
             done = await _evaluate_rule(conn, rule)
             total.opened += done.opened
             total.resolved += done.resolved
@@ -221,8 +228,23 @@ async def create_rule(pool: asyncpg.Pool, body: RuleCreate) -> Rule:
 
 
 async def update_rule(pool: asyncpg.Pool, rule_id: int, patch: RulePatch) -> Rule:
-    async with pool.acquire() as conn:
-        row = await repository.update_rule(conn, rule_id, patch.model_dump(mode="json"))
+    """Apply a partial update, checking the rule it makes as a whole (a threshold on an offline
+    rule is refused, not stored for the evaluator to trip over); a taken name is a conflict."""
+    changes = patch.model_dump(mode="json", exclude_none=True)  # None keeps a field
+    async with pool.acquire() as conn, conn.transaction():
+        current = await repository.get_rule(conn, rule_id)
+        if current is None:
+            raise NotFound(f"no rule {rule_id}", code="rule_not_found")
+        fields = {name: current[name] for name in RuleFields.model_fields}
+        try:
+            RuleFields.model_validate({**fields, **changes})
+        except ValidationError as exc:
+            messages = "; ".join(error["msg"] for error in exc.errors())
+            raise InvalidQuery(messages, code="invalid_rule") from exc
+        try:
+            row = await repository.update_rule(conn, rule_id, patch.model_dump(mode="json"))
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"a rule named {patch.name!r} exists", code="rule_exists") from exc
     if row is None:
         raise NotFound(f"no rule {rule_id}", code="rule_not_found")
     return Rule.model_validate(dict(row))

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -88,6 +89,9 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:
+        # Starlette's only 400 is a body that is not JSON: one status for every bad body.
+        return _error(422, "invalid_body", f"the request body is not valid JSON: {exc.detail}")
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return _error(exc.status_code, code, exc.detail, dict(exc.headers or {}))
 
@@ -102,6 +106,12 @@ async def _database_timeout(_: Request, exc: Exception) -> JSONResponse:
     # Only the database is awaited with a deadline in a request, so a timeout is a slow query.
     log.warning("database timeout", error=repr(exc))
     return _error(503, "database_timeout", "the database did not answer in time; retry shortly")
+
+
+async def _unstorable_value(_: Request, exc: Exception) -> JSONResponse:
+    # SQLSTATE class 22 (and asyncpg's own encoding checks): a value the database cannot hold,
+    # such as a NUL character in text or an integer beyond 64 bits. The request is at fault.
+    return _error(422, "invalid_value", f"a value cannot be stored: {str(exc)[:200]}")
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -128,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for database_gone in DATABASE_GONE:
         app.add_exception_handler(database_gone, _database_gone)
     app.add_exception_handler(TimeoutError, _database_timeout)
+    app.add_exception_handler(asyncpg.DataError, _unstorable_value)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(routes.public)
     app.include_router(routes.router)

@@ -16,6 +16,7 @@ from api.auth import Admin, require
 from api.dependencies import BrokerDep, LimitDep, PoolDep, SettingsDep, TimeRangeDep
 from api.errors import InvalidQuery, UnsupportedMediaType
 from api.keys.schemas import Role
+from api.responses import AUTH, INVALID, not_found
 from api.schemas import (
     AggregateFn,
     AggregateScope,
@@ -41,27 +42,16 @@ from devices.schemas import CommissionedDevice, Device, DeviceCreate, MqttLogin
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 
-# Declaring 422 here also replaces FastAPI's default 422 schema, which is not our error shape.
-_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
-    422: {"model": ErrorBody, "description": "invalid request (validation or query limits)"},
-}
-_NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {
-    404: {"model": ErrorBody, "description": "unknown device"}
-}
-
-_AUTH_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
-    401: {"model": ErrorBody, "description": "no API key, or an unknown or revoked one"},
-    403: {"model": ErrorBody, "description": "the key's role does not allow this"},
-}
+_NOT_FOUND: Final = not_found("device")
 _BROKER_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     503: {"model": ErrorBody, "description": "the broker did not apply the login change"},
 }
 
 # Every route here needs a key (any role); writes ask for more with an ``Admin`` parameter.
 router = APIRouter(
-    prefix="/api/v1", responses={**_ERRORS, **_AUTH_ERRORS}, dependencies=[require(Role.READER)]
+    prefix="/api/v1", responses={**INVALID, **AUTH}, dependencies=[require(Role.READER)]
 )
-public = APIRouter(prefix="/api/v1", responses=_ERRORS)
+public = APIRouter(prefix="/api/v1", responses=INVALID)
 operations = APIRouter()
 
 

@@ -68,6 +68,14 @@ def _check_count(count: int) -> None:
 
 
 def parse_csv(text: str) -> list[DeviceCreate]:
+    try:
+        return _parse_csv(text)
+    except csv.Error as exc:
+        # A broken line ends the reader: nothing after it can be trusted to be a row.
+        raise BulkParseError([RowError(row=0, field=None, message=f"not CSV: {exc}")]) from exc
+
+
+def _parse_csv(text: str) -> list[DeviceCreate]:
     reader = csv.DictReader(io.StringIO(text))
     columns = set(reader.fieldnames or ())
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
@@ -77,48 +85,43 @@ def parse_csv(text: str) -> list[DeviceCreate]:
             [f"unknown column(s): {', '.join(unknown)}"] if unknown else []
         )
         raise BulkParseError([RowError(row=1, field=None, message="; ".join(problems))])
-    devices: list[DeviceCreate] = []
+    rows: list[tuple[int, DeviceCreate]] = []
     errors: list[RowError] = []
     for number, raw in enumerate(reader, start=2):
         if None in raw:
             errors.append(RowError(row=number, field=None, message="more values than columns"))
             continue
         try:
-            devices.append(DeviceCreate.model_validate(_csv_fields(raw)))
+            rows.append((number, DeviceCreate.model_validate(_csv_fields(raw))))
         except ValidationError as exc:
             errors.extend(_row_errors(number, exc))
         except ValueError:
             errors.append(RowError(row=number, field="metadata", message="not a JSON object"))
-    if errors:
-        raise BulkParseError(errors)
-    _check_count(len(devices))
-    return _unique(devices, first_row=2)
+    return _checked(rows, errors)
 
 
 def parse_json(items: list[Any]) -> list[DeviceCreate]:
-    devices: list[DeviceCreate] = []
+    rows: list[tuple[int, DeviceCreate]] = []
     errors: list[RowError] = []
     for number, item in enumerate(items):
         try:
-            devices.append(DeviceCreate.model_validate(item))
+            rows.append((number, DeviceCreate.model_validate(item)))
         except ValidationError as exc:
             errors.extend(_row_errors(number, exc))
-    if errors:
-        raise BulkParseError(errors)
-    _check_count(len(devices))
-    return _unique(devices, first_row=0)
+    return _checked(rows, errors)
 
 
-def _unique(devices: list[DeviceCreate], *, first_row: int) -> list[DeviceCreate]:
-    seen: dict[str, int] = {}
-    errors: list[RowError] = []
-    for number, device in enumerate(devices, start=first_row):
+def _checked(rows: list[tuple[int, DeviceCreate]], errors: list[RowError]) -> list[DeviceCreate]:
+    """Add the ids listed twice to the errors, and raise them all at once if there are any."""
+    seen: set[str] = set()
+    for number, device in rows:
         if device.device_id in seen:
             errors.append(
                 RowError(row=number, field="device_id",
                          message=f"{device.device_id!r} is listed twice")
             )  # fmt: skip
-        seen[device.device_id] = number
+        seen.add(device.device_id)
     if errors:
-        raise BulkParseError(errors)
-    return devices
+        raise BulkParseError(sorted(errors, key=lambda error: error.row))
+    _check_count(len(rows))
+    return [device for _, device in rows]

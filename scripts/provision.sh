@@ -53,7 +53,7 @@ debian_mirror() {
 
 install_system_packages() {
     apt_install "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" postgresql-client \
-        mosquitto mosquitto-clients dpkg-dev cmake gcc make libssl-dev docker-compose
+        mosquitto mosquitto-clients dpkg-dev cmake gcc make libssl-dev openssl docker-compose
 }
 
 timescaledb_installed() {
@@ -133,12 +133,21 @@ install_browser() {
     apt_install chromium chromium-driver
 }
 
+# A local certificate authority and the broker's certificate for make run's TLS listener
+# (.data/tls, git-ignored); kept once made, so devices can go on trusting ca.crt.
+make_local_ca() {
+    [ -f "$ROOT/.data/tls/server.crt" ] && return 0
+    log "making a local CA and the broker's TLS certificate in .data/tls"
+    (cd "$ROOT" && "$VENV/bin/python" -m stack.tls "$ROOT/.data/tls")
+}
+
 main() {
     install_system_packages
     install_timescaledb
     install_python_env
     install_frontend
     install_browser
+    make_local_ca
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; fi

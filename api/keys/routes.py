@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 
@@ -10,15 +10,9 @@ from api.auth import Admin, Reader
 from api.dependencies import PoolDep
 from api.keys import service
 from api.keys.schemas import ApiKey, ApiKeyCreate, ApiKeyList, Caller, IssuedApiKey
-from api.schemas import ErrorBody
+from api.responses import AUTH, INVALID, not_found
 
-_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
-    401: {"model": ErrorBody, "description": "no API key, or an unknown or revoked one"},
-    403: {"model": ErrorBody, "description": "the key's role does not allow this"},
-    422: {"model": ErrorBody, "description": "invalid request"},
-}
-
-router = APIRouter(prefix="/api/v1", tags=["keys"], responses=_ERRORS)
+router = APIRouter(prefix="/api/v1", tags=["keys"], responses={**INVALID, **AUTH})
 
 
 @router.get("/keys/me")
@@ -43,9 +37,7 @@ async def list_keys(
     return ApiKeyList(items=await service.list_keys(pool, include_revoked=include_revoked))
 
 
-@router.delete(
-    "/keys/{key_id}", responses={404: {"model": ErrorBody, "description": "unknown key"}}
-)
+@router.delete("/keys/{key_id}", responses=not_found("key"))
 async def revoke_key(request: Request, pool: PoolDep, key_id: str, caller: Admin) -> ApiKey:
     """Revoke a key: refused at once by this replica, by every replica within seconds."""
     return await service.revoke_key(pool, key_id, request.app.state.key_checker)

@@ -22,13 +22,14 @@ from api.live import metrics
 from api.live.hub import LiveHub, Subscriber
 from api.live.schemas import LiveFilter, LiveReading
 from api.live.service import LiveService
+from api.responses import AUTH, INVALID
 from core.config import LiveSettings
 from devices.contract import District, Kind, utc_now
 
 router = APIRouter(
     prefix="/api/v1",
     tags=["live"],
-    responses={401: {"description": "no API key, or an unknown or revoked one"}},
+    responses={**INVALID, **AUTH},
 )
 
 SSE_MEDIA_TYPE: Final = "text/event-stream"
