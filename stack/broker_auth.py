@@ -139,3 +139,26 @@ def with_identities(settings: Settings, passwords: dict[str, str]) -> Settings:
             }
         )
     return settings.model_copy(update=sections)
+
+
+def main() -> None:
+    """``python -m stack.broker_auth STORE [UID:GID]``: write the services' identities into a
+    broker's store, their passwords from ``ALATAU_{SERVICE}__MQTT_PASSWORD`` (for deployments
+    such as docker-compose, whose broker starts after this)."""
+    import sys
+
+    if len(sys.argv) not in {2, 3}:
+        sys.exit("usage: python -m stack.broker_auth STORE [UID:GID]")
+    store = Path(sys.argv[1])
+    variables = {service: f"ALATAU_{service.upper()}__MQTT_PASSWORD" for service in SERVICE_ROLES}
+    missing = [name for name in variables.values() if not os.environ.get(name)]
+    if missing:
+        sys.exit(f"set {', '.join(missing)}")
+    write_service_identities(store, {s: os.environ[v] for s, v in variables.items()})
+    if len(sys.argv) == 3:
+        uid, _, gid = sys.argv[2].partition(":")
+        os.chown(store, int(uid), int(gid or uid))
+
+
+if __name__ == "__main__":
+    main()

@@ -47,6 +47,25 @@ def create(
     typer.echo(issued.token)
 
 
+@app.command()
+def ensure(
+    token: Annotated[
+        str, typer.Option(envvar="ALATAU_BOOTSTRAP_ADMIN_KEY", help="the key to register")
+    ],
+    name: Annotated[str, typer.Option(help="who or what uses the key")] = "bootstrap admin",
+    role: Annotated[Role, typer.Option(help="reader, operator or admin")] = Role.ADMIN,
+) -> None:
+    """Register a key chosen in advance (a deployment's first admin key), once."""
+    try:
+        key = _with_pool(
+            lambda pool: service.ensure_key(pool, token, ApiKeyCreate(name=name, role=role))
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"key {key.key_id} ({key.role.value}, {key.name}) is registered")
+
+
 @app.command("list")
 def list_keys(
     include_revoked: Annotated[bool, typer.Option("--all", help="revoked keys too")] = False,

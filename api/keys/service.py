@@ -79,6 +79,33 @@ async def issue_key(
     return IssuedApiKey(**_key(row).model_dump(), token=f"{TOKEN_PREFIX}_{key_id}_{secret}")
 
 
+async def ensure_key(pool: asyncpg.Pool, token: str, body: ApiKeyCreate) -> ApiKey:
+    """Register a token chosen by the operator (a deployment's bootstrap admin key) unless it is
+    already there; a token whose id is taken by another secret is refused."""
+    parts = split_token(token)
+    if parts is None:
+        raise ValueError(f"a key looks like {TOKEN_PREFIX}_<12 hex digits>_<secret>")
+    key_id, secret = parts
+    if len(secret) < 32 or any(c not in "0123456789abcdef" for c in key_id):
+        raise ValueError("the key id must be 12 hex digits and the secret at least 32 characters")
+    async with pool.acquire() as conn:
+        existing = await repository.active_key(conn, key_id)
+        if existing is not None:
+            if not hmac.compare_digest(bytes(existing["secret_hash"]), _digest(secret)):
+                raise ValueError(f"key id {key_id} is taken by another key")
+            return _key(existing)
+        row = await repository.insert_key(
+            conn,
+            key_id=key_id,
+            name=body.name,
+            role=body.role.value,
+            secret_hash=_digest(secret),
+            created_by=None,
+        )
+    log.info("api key registered", key_id=key_id, role=body.role.value)
+    return _key(row)
+
+
 async def list_keys(pool: asyncpg.Pool, *, include_revoked: bool = False) -> list[ApiKey]:
     async with pool.acquire() as conn:
         return [

@@ -183,3 +183,26 @@ async def test_the_command_line_issues_lists_and_revokes_keys(
         assert (await client.get("/api/v1/keys/me")).json()["role"] == "operator"
     assert "revoked" in cli("revoke", key_id)
     assert f"cli-{unique}" not in cli("list")
+
+
+async def test_a_bootstrap_key_is_registered_once_and_a_clashing_one_refused(
+    settings: Settings, api_url: str, unique: str
+) -> None:
+    key_id = unique[:10] + "ab"
+    token = f"alk_{key_id}_{'s' * 40}"
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "ALATAU_LOG_LEVEL": "WARNING"}
+
+    def ensure(value: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "api.keys", "ensure", "--name", "compose-admin"],
+            env={**env, "ALATAU_BOOTSTRAP_ADMIN_KEY": value},
+            cwd=ROOT, capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+
+    assert ensure(token).returncode == 0
+    assert ensure(token).returncode == 0  # again: nothing changes
+    clash = ensure(f"alk_{key_id}_{'t' * 40}")
+    assert clash.returncode == 1
+    assert "taken" in clash.stderr
+    async with httpx.AsyncClient(base_url=api_url, headers=bearer(token)) as client:
+        assert (await client.get("/api/v1/keys/me")).json()["role"] == "admin"
