@@ -29,6 +29,7 @@ from core.config import Settings
 from core.db import create_pool
 from devices.contract import District, Kind, metric_names, readings_table
 from rollups import service as rollups
+from stack.broker_auth import login_environment
 from stack.services import free_port, port_open
 
 RESULTS = ROOT / "bench" / "results" / "aggregates.json"
@@ -178,7 +179,9 @@ def scenarios(fleet: list[tuple[str, Kind, District]], days: int) -> list[Scenar
     ]
 
 
-async def measure(base_url: str, scenario: Scenario, concurrency: int) -> dict[str, Any]:
+async def measure(
+    base_url: str, scenario: Scenario, concurrency: int, headers: dict[str, str]
+) -> dict[str, Any]:
     name, requests, make = scenario
     rng = random.Random(name)
     jobs = [make(rng) for _ in range(requests)]
@@ -186,7 +189,7 @@ async def measure(base_url: str, scenario: Scenario, concurrency: int) -> dict[s
     sizes: list[int] = []
 
     async def client() -> None:
-        async with httpx.AsyncClient(base_url=base_url, timeout=120) as http:
+        async with httpx.AsyncClient(base_url=base_url, timeout=120, headers=headers) as http:
             while jobs:
                 path, params = jobs.pop()
                 started = time.perf_counter()
@@ -275,11 +278,13 @@ def main() -> None:
                 )
             conn.execute("VACUUM ANALYZE")
         port = free_port()
+        headers = services.reader_headers()
         api = Process(
             "api",
             env={
                 "DATABASE_URL": postgres.url,
                 "MQTT_URL": services.broker.url,
+                **login_environment(services.settings()),
                 "ALATAU_API__PORT": str(port),
                 "ALATAU_LOG_LEVEL": "WARNING",
                 "ALATAU_DATABASE__POOL_MAX_SIZE": str(args.concurrency + 2),
@@ -292,7 +297,7 @@ def main() -> None:
             results = []
             for scenario in scenarios(fleet, args.days):
                 result = asyncio.run(
-                    measure(f"http://127.0.0.1:{port}", scenario, args.concurrency)
+                    measure(f"http://127.0.0.1:{port}", scenario, args.concurrency, headers)
                 )
                 print(json.dumps(result), flush=True)
                 results.append(result)

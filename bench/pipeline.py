@@ -263,11 +263,14 @@ async def live_latency(services: BenchServices, pool: asyncpg.Pool, seconds: flo
         [(d,) for d in devices],
     )
     settings = services.settings()
+    headers = await asyncio.to_thread(services.reader_headers)
     api, port = start_api(settings)
     sent: dict[tuple[str, str], float] = {}
     latencies: list[float] = []
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers
+        ) as http:
             await wait_healthy(http, port)
             ready = asyncio.Event()
 
@@ -366,6 +369,7 @@ async def api_latency(services: BenchServices, pool: asyncpg.Pool) -> tuple[dict
         ],
     )
     await pool.execute("ANALYZE traffic_readings")
+    headers = await asyncio.to_thread(services.reader_headers)
     api, port = start_api(services.settings())
     base = f"http://127.0.0.1:{port}/api/v1"
     frm, to = start.isoformat(), (start + timedelta(days=1)).isoformat()
@@ -383,7 +387,7 @@ async def api_latency(services: BenchServices, pool: asyncpg.Pool) -> tuple[dict
     }
     results: dict[str, Any] = {}
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=30, headers=headers) as client:
             await wait_healthy(client, port)
             for name, query in queries.items():
                 timings: list[float] = []
