@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
@@ -67,3 +69,19 @@ async def eventually(
 def bearer(token: str) -> dict[str, str]:
     """The header that carries an API key."""
     return {"Authorization": f"Bearer {token}"}
+
+
+def shared_data_dir() -> Path:
+    """The real sensor recordings (read in place, never copied into the project): the folder
+    ``ALATAU_SHARED_DATA`` names, else ``../shared/data`` beside the checkout, else the one
+    beside the main checkout on this machine (a CI clone may live elsewhere)."""
+    root = Path(__file__).resolve().parents[1]
+    candidates = [
+        os.environ.get("ALATAU_SHARED_DATA"),
+        root.parent / "shared" / "data",
+        Path("/work/shared/data"),
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return root.parent / "shared" / "data"

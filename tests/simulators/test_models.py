@@ -7,7 +7,6 @@ import gzip
 import itertools
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from statistics import mean
 from typing import Any
 
@@ -22,6 +21,7 @@ from simulators.fleet import build_fleet
 from simulators.models import DeviceStream, format_ts
 from simulators.profiles import ALMATY
 from simulators.schemas import SimDevice
+from tests.support import shared_data_dir
 
 SEED = 42
 STEP_S = 300.0
@@ -197,7 +197,7 @@ def test_any_seed_start_and_step_gives_valid_readings(
         READING_MODELS[device.kind].model_validate(orjson.loads(orjson.dumps(reading)))
 
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = shared_data_dir()
 PM25_DAILY = DATA / "airdatakz_almaty_pm25_daily.csv.gz"
 WINTER_MONTHS, SUMMER_MONTHS = {12, 1, 2}, {6, 7, 8}
 RATIO_TOLERANCE = 0.15  # relative

@@ -25,10 +25,10 @@ from simulators.__main__ import app
 from simulators.replay import RecordingError, Replay, device_id_for, load_recording
 from stack.broker_auth import login_environment
 from tests.simulators.collector import Collector
-from tests.support import eventually, register
+from tests.support import eventually, register, shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
+DATA = shared_data_dir()
 NAB = DATA / "nab_mndot_occupancy_6005.csv"
 PM10 = DATA / "airdatakz_almaty_pm10_hourly.csv.gz"
 NAB_ROWS = 2380
