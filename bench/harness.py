@@ -20,9 +20,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from api.keys.schemas import ApiKeyCreate, Role
-from api.keys.service import issue_key
+from api.keys.service import issue_key_at
 from core.config import Settings
-from core.db import create_pool
 from core.mqtt import connect, make_client, publish_when_possible, wait_published
 from migrations.runner import migrate
 from stack.broker_auth import login_environment, with_identities
@@ -47,16 +46,9 @@ class BenchServices:
 
     def reader_headers(self) -> dict[str, str]:
         """An API key's header for the benchmark's clients (a reader: they only read)."""
-        return {"Authorization": f"Bearer {asyncio.run(_reader_key(self.postgres.url))}"}
-
-
-async def _reader_key(database_url: str) -> str:
-    pool = await create_pool(Settings(database_url=database_url), "bench")
-    try:
         body = ApiKeyCreate(name="bench", role=Role.READER)
-        return (await issue_key(pool, body, created_by=None)).token
-    finally:
-        await pool.close()
+        issued = asyncio.run(issue_key_at(self.postgres.url, body))
+        return {"Authorization": f"Bearer {issued.token}"}
 
 
 @contextmanager

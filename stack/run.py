@@ -19,7 +19,7 @@ from types import FrameType
 import httpx
 
 from api.keys.schemas import ApiKeyCreate, Role
-from api.keys.service import KeyChecker, issue_key
+from api.keys.service import KeyChecker, issue_key_at
 from core.config import Settings, get_settings
 from core.db import create_pool
 from migrations.runner import migrate
@@ -152,14 +152,15 @@ class Stack:
 
 
 async def _valid_or_new_admin_key(database_url: str, known: str | None) -> str:
-    pool = await create_pool(Settings(database_url=database_url), "make-run")
-    try:
-        if known is not None and await KeyChecker(pool).check(known) is not None:
-            return known
-        body = ApiKeyCreate(name="make-run development admin", role=Role.ADMIN)
-        return (await issue_key(pool, body, created_by=None)).token
-    finally:
-        await pool.close()
+    if known is not None:
+        pool = await create_pool(Settings(database_url=database_url), "make-run")
+        try:
+            if await KeyChecker(pool).check(known) is not None:
+                return known
+        finally:
+            await pool.close()
+    body = ApiKeyCreate(name="make-run development admin", role=Role.ADMIN)
+    return (await issue_key_at(database_url, body)).token
 
 
 def wait_for_api(api_url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:

@@ -21,6 +21,8 @@ import structlog
 from api.errors import NotFound
 from api.keys import repository
 from api.keys.schemas import ApiKey, ApiKeyCreate, IssuedApiKey, Role
+from core.config import Settings
+from core.db import create_pool
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +79,15 @@ async def issue_key(
         )
     log.info("api key issued", key_id=key_id, role=body.role.value, created_by=created_by)
     return IssuedApiKey(**_key(row).model_dump(), token=f"{TOKEN_PREFIX}_{key_id}_{secret}")
+
+
+async def issue_key_at(database_url: str, body: ApiKeyCreate) -> IssuedApiKey:
+    """``issue_key`` from a tool that has no pool of its own (make run, benches, tests)."""
+    pool = await create_pool(Settings(database_url=database_url), "api-keys")
+    try:
+        return await issue_key(pool, body, created_by=None)
+    finally:
+        await pool.close()
 
 
 async def ensure_key(pool: asyncpg.Pool, token: str, body: ApiKeyCreate) -> ApiKey:

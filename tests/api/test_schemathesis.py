@@ -17,9 +17,8 @@ import psycopg
 import pytest
 
 from api.keys.schemas import ApiKeyCreate, Role
-from api.keys.service import issue_key
+from api.keys.service import issue_key_at
 from core.config import Settings
-from core.db import create_pool
 from migrations.runner import migrate
 from stack.broker_auth import login_environment
 from stack.services import PostgresCluster, free_port
@@ -41,15 +40,6 @@ CHECKS = (
 )
 
 
-async def _admin_token(database_url: str) -> str:
-    pool = await create_pool(Settings(database_url=database_url), "tests")
-    try:
-        body = ApiKeyCreate(name="schemathesis", role=Role.ADMIN)
-        return (await issue_key(pool, body, created_by=None)).token
-    finally:
-        await pool.close()
-
-
 @pytest.fixture(scope="module")
 async def fuzzed_api(
     postgres: PostgresCluster, settings: Settings
@@ -59,7 +49,8 @@ async def fuzzed_api(
         conn.execute(f'CREATE DATABASE "{DATABASE}"')
     database_url = postgres.admin_url(DATABASE)
     migrate(database_url)
-    token = await _admin_token(database_url)
+    body = ApiKeyCreate(name="schemathesis", role=Role.ADMIN)
+    token = (await issue_key_at(database_url, body)).token
     port = free_port()
     env = {
         **os.environ,
