@@ -17,7 +17,9 @@ from pydantic import BaseModel, ValidationError
 
 from devices.schemas import DeviceCreate
 
-MAX_BULK_DEVICES: Final = 5000
+# Each device is a few broker commands, and the broker's store is rewritten after each: past a
+# thousand a request would wait minutes (README, Security).
+MAX_BULK_DEVICES: Final = 1000
 REQUIRED_COLUMNS: Final = ("device_id", "kind", "district")
 OPTIONAL_COLUMNS: Final = ("lat", "lon", "enabled", "metadata")
 _TRUE: Final = {"true", "1", "yes"}

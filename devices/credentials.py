@@ -30,6 +30,9 @@ log = structlog.get_logger(__name__)
 CONTROL_TOPIC: Final = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC: Final = f"{CONTROL_TOPIC}/response"
 SECRET_BYTES: Final = 24
+# The plugin rewrites its whole store after each change, so a batch takes longer the more
+# devices the broker already knows: the wait grows with the batch.
+PER_COMMAND_TIMEOUT_S: Final = 0.1
 
 Command = dict[str, Any]
 
@@ -205,12 +208,13 @@ class DynsecClient:
             )
             self._pending[token] = future
             self.client.publish(CONTROL_TOPIC, json.dumps({"commands": batch}), qos=1)
+            timeout_s = self._timeout_s + PER_COMMAND_TIMEOUT_S * len(batch)
             try:
-                responses = await asyncio.wait_for(future, self._timeout_s)
+                responses = await asyncio.wait_for(future, timeout_s)
             except TimeoutError as exc:
                 raise BrokerUnavailable(
                     f"the broker did not answer {len(batch)} registry command(s) "
-                    f"within {self._timeout_s:.0f}s"
+                    f"within {timeout_s:.0f}s"
                 ) from exc
             finally:
                 self._pending.pop(token, None)
