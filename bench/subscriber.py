@@ -68,6 +68,61 @@ async def gmqtt_drain(
     return {"received": received, "first": first, "last": last}
 
 
+async def gmqtt_bulk_drain(
+    url: str, client_id: str, group: str, count: int, prepare: bool
+) -> dict[str, Any]:
+    """gmqtt on ingest's receive path (ingest.bulkack): no Task per message, and the PUBACKs of
+    each read from the socket in one write. The ceiling of ingest's MQTT side."""
+    import gmqtt
+
+    from ingest.bulkack import BulkAckHandler
+
+    endpoint = parse_mqtt_url(url)
+    received = 0
+    first = last = 0.0
+    done = asyncio.Event()
+    pending: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def flush() -> None:
+        handler.acknowledge(pending[:])
+        pending.clear()
+
+    def sink(topic: str, payload: bytes, ack: int | None) -> None:
+        nonlocal received, first, last
+        received += 1
+        last = time.time()
+        if received == 1:
+            first = last
+        if received >= count:
+            done.set()
+        if ack is not None:
+            if not pending:
+                loop.call_soon(flush)
+            pending.append(ack)
+
+    client = make_client(
+        endpoint,
+        client_id,
+        clean_session=False,
+        ack_after_handler=True,
+        session_expiry_interval=SESSION_EXPIRY_S,
+        receive_maximum=20_000,
+    )
+    handler = BulkAckHandler.install(client, sink)
+    subscribed = asyncio.Event()
+    client.on_subscribe = lambda *args: subscribed.set()
+    await connect(client, endpoint)
+    client.subscribe(gmqtt.Subscription(telemetry_subscription(group), qos=1))
+    await subscribed.wait()
+    while not prepare and not done.is_set():
+        await asyncio.sleep(0.1)
+        if received and time.time() - last > IDLE_S:
+            break
+    await client.disconnect()
+    return {"received": received, "first": first, "last": last}
+
+
 def paho_drain(url: str, client_id: str, group: str, count: int, prepare: bool) -> dict[str, Any]:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -91,6 +146,8 @@ def paho_drain(url: str, client_id: str, group: str, count: int, prepare: bool) 
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(20_000)
+    if endpoint.username is not None:
+        client.username_pw_set(endpoint.username, endpoint.password)
     client.on_message = on_message
     client.on_subscribe = lambda *args: subscribed.set()
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: untyped
@@ -111,7 +168,7 @@ def paho_drain(url: str, client_id: str, group: str, count: int, prepare: bool) 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--lib", choices=["gmqtt", "paho"], required=True)
+    parser.add_argument("--lib", choices=["gmqtt", "gmqtt-bulk", "paho"], required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--share-group", required=True)
@@ -121,6 +178,10 @@ def main() -> None:
     if args.lib == "gmqtt":
         result = uvloop.run(
             gmqtt_drain(args.url, args.client_id, args.share_group, args.count, args.prepare)
+        )
+    elif args.lib == "gmqtt-bulk":
+        result = uvloop.run(
+            gmqtt_bulk_drain(args.url, args.client_id, args.share_group, args.count, args.prepare)
         )
     else:
         result = paho_drain(args.url, args.client_id, args.share_group, args.count, args.prepare)

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
@@ -27,14 +26,6 @@ class RunningIngest:
     consumer: MqttConsumer
 
 
-def _quiet_unacknowledged(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """A message still waiting for its batch when ingest stops is cancelled without a PUBACK on
-    purpose (the broker redelivers it); gmqtt reports each such cancellation as an error."""
-    if isinstance(context.get("exception"), asyncio.CancelledError):
-        return
-    loop.default_exception_handler(context)
-
-
 @asynccontextmanager
 async def running_ingest(settings: Settings) -> AsyncIterator[RunningIngest]:
     """Run one ingest replica for the duration of the block.
@@ -42,7 +33,6 @@ async def running_ingest(settings: Settings) -> AsyncIterator[RunningIngest]:
     On exit the consumer stays connected while the last batch is written, so those messages are
     acknowledged; anything that arrives later stays with the broker for the next session.
     """
-    asyncio.get_running_loop().set_exception_handler(_quiet_unacknowledged)
     pool = await create_pool(settings, "ingest", init=repository.prepare_connection)
     try:
         service = IngestService(pool, settings.ingest)

@@ -1,5 +1,5 @@
-"""The MQTT side of ingest: a persistent session on a shared subscription, each message
-acknowledged only when the service says it is stored or rejected."""
+"""The MQTT side of ingest: a persistent session on a shared subscription; each message goes to
+the service as it arrives, and is acknowledged when the service has committed its batch."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from core.config import Settings
 from core.mqtt import connect, make_client
 from devices.contract import TOPIC_ROOT
 from devices.contract import utc_now as now
+from ingest import metrics
+from ingest.bulkack import BulkAckHandler
 from ingest.parser import parse_message, parse_status
 from ingest.service import IngestService
 
 log = structlog.get_logger(__name__)
 
-PUBACK_SUCCESS: Final = 0
 # MQTT 5 caps Receive Maximum at 65,535 unacknowledged messages per session.
 _RECEIVE_MAXIMUM_CAP: Final = 65_535
 
@@ -41,17 +42,21 @@ class MqttConsumer:
         self._service = service
         ingest = settings.ingest
         self._late_window = timedelta(seconds=ingest.late_window_s)
+        self._max_payload_bytes = ingest.max_payload_bytes
         self.client = make_client(
             settings.mqtt_as(settings.ingest),
             ingest.client_id,
             clean_session=False,
+            # The bulk-ack handler acknowledges QoS 1 itself; this keeps gmqtt from acknowledging
+            # on receipt should a message ever reach its own path.
             ack_after_handler=True,
             session_expiry_interval=ingest.session_expiry_s,
             receive_maximum=min(ingest.max_unacked, _RECEIVE_MAXIMUM_CAP),
         )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self._handler = BulkAckHandler.install(self.client, self._on_message)
+        service.set_acknowledge(self._acknowledge)
         self.connected = asyncio.Event()
         self._last_message_at = time.monotonic()
         self._stopping = False
@@ -86,8 +91,11 @@ class MqttConsumer:
                     gmqtt.Subscription(status_subscription(group), qos=1),
                 ]
             )
-        elif not session_present:
-            # The broker forgot our session (it expired): ask again for what we had.
+        else:
+            # Asked again on every reconnect, not only when the broker forgot our session:
+            # Mosquitto 2.0 restores a persistent session after a restart but not its shared
+            # subscriptions, so what is published after the restart would go to no one. A
+            # repeated SUBSCRIBE replaces the same subscription and keeps what is queued.
             for subscription in client.subscriptions:
                 client.resubscribe(subscription)
         log.info("connected to the broker", session_present=bool(session_present))
@@ -102,9 +110,8 @@ class MqttConsumer:
                 "disconnected from the broker; reconnecting", error=repr(exc) if exc else None
             )
 
-    async def _on_message(
-        self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, properties: Any
-    ) -> int:
+    def _on_message(self, topic: str, payload: bytes, ack: int | None) -> None:
+        """Called synchronously by the MQTT read loop for every message: parse and queue."""
         received_at = now()
         self._last_message_at = time.monotonic()
         if topic.endswith("/status"):
@@ -114,8 +121,10 @@ class MqttConsumer:
                 topic,
                 payload,
                 received_at,
-                max_payload_bytes=self._settings.ingest.max_payload_bytes,
+                max_payload_bytes=self._max_payload_bytes,
                 late_window=self._late_window,
             )
-        await self._service.submit(message)
-        return PUBACK_SUCCESS
+        self._service.add(message, ack)
+
+    def _acknowledge(self, acks: list[int]) -> None:
+        metrics.ACKS_SENT.inc(self._handler.acknowledge(acks))

@@ -40,3 +40,11 @@ UNACKED: Final = Gauge(
 DB_RETRIES: Final = Counter(
     "alatau_ingest_db_retries_total", "batch writes retried after an outage"
 )
+ACKS_SENT: Final = Counter(
+    "alatau_ingest_acks_sent_total", "PUBACKs written after their batch committed"
+)
+ACKS_DROPPED: Final = Counter(
+    "alatau_ingest_acks_dropped_total",
+    "PUBACKs not written because the connection their message came on is gone "
+    "(the broker redelivers those messages)",
+)

@@ -1,11 +1,11 @@
-"""Batches parsed messages, writes each batch in one transaction, and only then lets the
-consumer acknowledge them: a crash anywhere before the commit leaves them with the broker."""
+"""Batches parsed messages, writes each batch in one transaction, and only then acknowledges
+them (all of a batch at once): a crash anywhere before the commit leaves them with the broker."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
@@ -32,7 +32,21 @@ TRANSIENT_ERRORS: Final = (
     asyncpg.InsufficientResourcesError,
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
+    # The connection's state machine broken by the outage mid-operation ("cannot switch to
+    # state ...; another operation is in progress"): a fresh connection clears it. Not retried,
+    # the batch was abandoned and its messages held the Receive Maximum until a reconnect.
+    asyncpg.InternalClientError,
 )
+
+
+# Acknowledges the ack tokens of a committed batch (ingest.bulkack.BulkAckHandler.acknowledge).
+Acknowledge = Callable[[list[int]], object]
+# A batch: its messages, and the ack tokens of those that need one (QoS 1).
+Batch = tuple[list[ParsedMessage], list[int]]
+
+
+def _acknowledge_nothing(acks: list[int]) -> None:
+    return None
 
 
 @dataclass
@@ -58,7 +72,8 @@ class IngestService:
     def __init__(self, pool: asyncpg.Pool, settings: IngestSettings) -> None:
         self._pool = pool
         self._settings = settings
-        self._pending: list[tuple[ParsedMessage, asyncio.Future[None]]] = []
+        self._pending: list[ParsedMessage] = []
+        self._pending_acks: list[int] = []
         self._pending_readings = 0
         self._oldest_at = 0.0
         self._has_items = asyncio.Event()
@@ -67,20 +82,27 @@ class IngestService:
         self._devices: dict[str, DeviceState] = {}
         self._devices_loaded_at = float("-inf")
         self._unknown_checked_at: dict[str, float] = {}
+        self._acknowledge: Acknowledge = _acknowledge_nothing
         self.totals = Totals()
 
-    async def submit(self, message: ParsedMessage) -> None:
-        """Queue a message and wait until it is durably stored or durably rejected."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def set_acknowledge(self, acknowledge: Acknowledge) -> None:
+        """Who acknowledges a batch's messages (their ack tokens) once it is committed."""
+        self._acknowledge = acknowledge
+
+    def add(self, message: ParsedMessage, ack: int | None) -> None:
+        """Queue a message; its ``ack`` token is acknowledged once the message is durably
+        stored or durably rejected, and never if the process stops first."""
+        # Plain and synchronous: it runs for every message, straight from the MQTT read loop.
         if not self._pending:
             self._oldest_at = time.monotonic()
             self._has_items.set()
-        self._pending.append((message, future))
+        self._pending.append(message)
+        if ack is not None:
+            self._pending_acks.append(ack)
         self._pending_readings += message.size
         if self._pending_readings >= self._settings.batch_size:
             self._full.set()
         # Gauges and counters move once per batch, not per message: this is the hot path.
-        await future
 
     async def run(self) -> None:
         """Flush batches until ``close`` is called; then write what is left and return.
@@ -134,31 +156,23 @@ class IngestService:
         """Write everything pending now; used on shutdown and by tests."""
         return await self._write_batch(self._take())
 
-    async def _write_batch(
-        self, batch: list[tuple[ParsedMessage, asyncio.Future[None]]]
-    ) -> FlushResult | None:
-        if not batch:
+    async def _write_batch(self, batch: Batch) -> FlushResult | None:
+        messages, acks = batch
+        if not messages:
             return None
-        messages = [message for message, _ in batch]
-        try:
-            result = await self._write_with_retry(messages)
-        except BaseException:
-            # Cancelled mid-write (shutdown), or a fault of ours: the messages stay
-            # unacknowledged at the broker, which delivers them again.
-            for _, future in batch:
-                future.cancel()
-            raise
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
+        # Cancelled mid-write (shutdown) or a fault of ours raises out of here before the
+        # acknowledgement: the messages stay unacknowledged and the broker delivers them again.
+        result = await self._write_with_retry(messages)
+        self._acknowledge(acks)
         return result
 
-    def _take(self) -> list[tuple[ParsedMessage, asyncio.Future[None]]]:
-        batch, self._pending = self._pending, []
+    def _take(self) -> Batch:
+        batch = (self._pending, self._pending_acks)
+        self._pending, self._pending_acks = [], []
         metrics.QUEUED_READINGS.set(self._pending_readings)
-        metrics.UNACKED.set(len(batch))
+        metrics.UNACKED.set(len(batch[1]))
         received: dict[str, int] = {}
-        for message, _ in batch:
+        for message in batch[0]:
             kind = message.kind.value if message.kind else "none"
             received[kind] = received.get(kind, 0) + 1
         for kind, count in received.items():
