@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any, Final, NamedTuple
+
+import asyncpg
 
 from core.db import Connection
 from devices.contract import Kind, metric_names, readings_table
@@ -67,12 +69,41 @@ async def load_devices(
     return {row["device_id"]: DeviceState(Kind(row["kind"]), row["enabled"]) for row in rows}
 
 
+# The same marking when the rows went straight into the hypertable: minutes from Python.
+_MARK_DIRTY_MINUTES: Final = (
+    "INSERT INTO rollup_dirty (kind, device_id, minute)"
+    " SELECT DISTINCT $1, device_id, minute FROM unnest($2::text[], $3::timestamptz[])"
+    " AS m(device_id, minute) ORDER BY 2, 3"
+    " ON CONFLICT (kind, device_id, minute) DO UPDATE SET marked_at = EXCLUDED.marked_at"
+)
+
+
 async def store_readings(conn: Connection, kind: Kind, rows: Sequence[tuple[Any, ...]]) -> int:
-    """COPY into the staging table, then insert what is new; returns how many rows were new."""
-    await conn.copy_records_to_table(_staging_table(kind), records=rows, columns=_COLUMNS[kind])
-    status = await conn.execute(_INSERT_FROM_STAGE[kind])
-    await conn.execute(_MARK_DIRTY[kind])
-    return int(status.rsplit(" ", 1)[1])
+    """Store the rows that are new; returns how many. Call inside the batch's transaction.
+
+    Most batches hold only new readings (a live stream, a backlog), so they are first COPYed
+    straight into the hypertable under a savepoint. A key already stored (a redelivery, a
+    replay) or repeated in the batch aborts that; then the rows go through the staging table
+    and ``ON CONFLICT DO NOTHING`` keeps only the new ones.
+    """
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                readings_table(kind), records=rows, columns=_COLUMNS[kind]
+            )
+    except asyncpg.UniqueViolationError:
+        await conn.copy_records_to_table(_staging_table(kind), records=rows, columns=_COLUMNS[kind])
+        status = await conn.execute(_INSERT_FROM_STAGE[kind])
+        await conn.execute(_MARK_DIRTY[kind])
+        return int(status.rsplit(" ", 1)[1])
+    minutes = {(row[0], row[1].astimezone(UTC).replace(second=0, microsecond=0)) for row in rows}
+    await conn.execute(
+        _MARK_DIRTY_MINUTES,
+        kind.value,
+        [device_id for device_id, _ in minutes],
+        [minute for _, minute in minutes],
+    )
+    return len(rows)
 
 
 async def store_rejections(conn: Connection, records: Iterable[tuple[Any, ...]]) -> None:

@@ -1,0 +1,82 @@
+"""ingest's storage on its own: new rows go straight into the hypertable, a batch holding a
+stored key falls back to the deduplicating path, and both mark the minutes for the rollups."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import asyncpg
+
+from devices.contract import Kind
+from ingest import repository
+from tests.support import register
+
+START = datetime(2026, 11, 20, 8, 0, 30, tzinfo=UTC)
+
+
+def rows(device_id: str, minutes: range) -> list[tuple[object, ...]]:
+    received = datetime.now(UTC)
+    return [
+        (device_id, START + timedelta(minutes=m), received, 10 + m, 1.0, None, None, None)
+        for m in minutes
+    ]
+
+
+async def dirty_minutes(pool: asyncpg.Pool, device_id: str) -> list[datetime]:
+    records = await pool.fetch(
+        "SELECT minute FROM rollup_dirty WHERE kind = 'traffic' AND device_id = $1 ORDER BY 1",
+        device_id,
+    )
+    return [record["minute"] for record in records]
+
+
+async def store(pool: asyncpg.Pool, batch: list[tuple[object, ...]]) -> int:
+    async with pool.acquire() as conn:
+        await repository.prepare_connection(conn)
+        async with conn.transaction():
+            return await repository.store_readings(conn, Kind.TRAFFIC, batch)
+
+
+async def test_new_rows_and_a_batch_with_stored_keys_each_store_only_what_is_new(
+    db_pool: asyncpg.Pool, unique: str
+) -> None:
+    device_id = f"repo-{unique}"
+    await register(db_pool, device_id, Kind.TRAFFIC)
+    assert await store(db_pool, rows(device_id, range(3))) == 3  # all new: the COPY path
+    # Minutes 1 and 2 again with 3 and 4: the fallback inserts only the two new ones.
+    assert await store(db_pool, rows(device_id, range(1, 5))) == 2
+    stored = await db_pool.fetch(
+        "SELECT ts, vehicle_count FROM traffic_readings WHERE device_id = $1 ORDER BY ts",
+        device_id,
+    )
+    assert [(r["ts"], r["vehicle_count"]) for r in stored] == [
+        (START + timedelta(minutes=m), 10 + m) for m in range(5)
+    ]
+    whole = START.replace(second=0)
+    assert await dirty_minutes(db_pool, device_id) == [
+        whole + timedelta(minutes=m) for m in range(5)
+    ]
+
+
+async def test_a_key_repeated_inside_one_batch_is_stored_once(
+    db_pool: asyncpg.Pool, unique: str
+) -> None:
+    device_id = f"repo-{unique}-twice"
+    await register(db_pool, device_id, Kind.TRAFFIC)
+    batch = rows(device_id, range(2))
+    assert await store(db_pool, [*batch, batch[0]]) == 2
+
+
+async def test_minutes_are_marked_in_utc_whatever_the_offset(
+    db_pool: asyncpg.Pool, unique: str
+) -> None:
+    device_id = f"repo-{unique}-tz"
+    await register(db_pool, device_id, Kind.TRAFFIC)
+    almaty = timezone(timedelta(hours=5))
+    received = datetime.now(UTC)
+    batch: list[tuple[object, ...]] = [
+        (device_id, START.astimezone(almaty), received, 1, 1.0, None, None, None),
+        (device_id, START + timedelta(seconds=20), received, 2, 1.0, None, None, None),
+    ]
+    assert await store(db_pool, batch) == 2
+    assert await dirty_minutes(db_pool, device_id) == [START.replace(second=0)]
