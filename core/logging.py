@@ -3,9 +3,29 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from typing import Final
 
 import structlog
+
+# Browsers send API keys to the live feeds in the URL (EventSource cannot set headers).
+_ACCESS_TOKEN: Final = re.compile(r"(access_token=)[^&\s]*")
+
+
+def redact(text: str) -> str:
+    return _ACCESS_TOKEN.sub(r"\1[redacted]", text)
+
+
+class RedactAccessTokens(logging.Filter):
+    """Keeps keys out of access logs: uvicorn logs each request's path with its query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
 
 
 def configure_logging(level: str = "INFO", fmt: str = "console", process: str = "") -> None:
@@ -42,5 +62,8 @@ def configure_logging(level: str = "INFO", fmt: str = "console", process: str = 
     logging.getLogger("gmqtt").setLevel(max(logging.WARNING, root.level))
     # One line per outgoing request drowns what matters (the simulator registers hundreds).
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactAccessTokens) for f in access.filters):
+        access.addFilter(RedactAccessTokens())
     if process:
         structlog.contextvars.bind_contextvars(process=process)

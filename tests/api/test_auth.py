@@ -3,6 +3,7 @@ acknowledges, and keys are issued and revoked over the API and from the command 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ from fastapi import FastAPI
 from api.app import create_app
 from api.keys.schemas import Role
 from core.config import Settings
+from core.logging import RedactAccessTokens
 from tests.support import bearer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,3 +208,16 @@ async def test_a_bootstrap_key_is_registered_once_and_a_clashing_one_refused(
     assert "taken" in clash.stderr
     async with httpx.AsyncClient(base_url=api_url, headers=bearer(token)) as client:
         assert (await client.get("/api/v1/keys/me")).json()["role"] == "admin"
+
+
+def test_keys_in_live_feed_urls_are_kept_out_of_access_logs() -> None:
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/api/v1/live?access_token=alk_0123456789ab_s3cret&kind=air",
+         "1.1", 200),
+        None,
+    )  # fmt: skip
+    assert RedactAccessTokens().filter(record)
+    line = record.getMessage()
+    assert "s3cret" not in line
+    assert "/api/v1/live?access_token=[redacted]&kind=air" in line
