@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: provision run stop test lint typecheck check bench bench-aggregates
+.PHONY: provision run stop test lint typecheck check bench bench-ingest bench-aggregates
 
 provision:
 	@bash scripts/provision.sh
@@ -27,6 +27,10 @@ check: lint typecheck test
 
 bench: provision
 	@$(PY) -m bench.pipeline
+
+# Only ingest's drain rates and their ceilings, in interleaved rounds (medians per figure).
+bench-ingest: provision
+	@$(PY) -m bench.ingest --rounds 3
 
 # A year of data for 1,000 devices: about a quarter of an hour on two cores.
 bench-aggregates: provision
