@@ -49,14 +49,17 @@ async def refusal(endpoint: MqttEndpoint) -> int | None:
 
 
 class Watcher:
-    """Every message the broker delivers on ``alatau/#`` (logged in as the api)."""
+    """The messages the broker delivers on ``alatau/#`` (logged in as the api) for this test's
+    devices: those whose topic holds ``marker``; other tests' retained statuses are not ours."""
 
-    def __init__(self) -> None:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
         self.topics: list[str] = []
         self.arrived = asyncio.Event()
 
     def on_message(self, client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:
-        self.topics.append(topic)
+        if self.marker in topic:
+            self.topics.append(topic)
         self.arrived.set()
         return 0
 
@@ -67,8 +70,8 @@ class Watcher:
 
 
 @asynccontextmanager
-async def watching(settings: Settings) -> AsyncIterator[Watcher]:
-    watcher = Watcher()
+async def watching(settings: Settings, marker: str) -> AsyncIterator[Watcher]:
+    watcher = Watcher(marker)
     subscribed = asyncio.Event()
     client = make_client(settings.mqtt_as(settings.api), f"watch-{uuid.uuid4().hex[:8]}")
     client.on_message = watcher.on_message
@@ -117,7 +120,10 @@ async def test_a_device_publishes_only_on_its_own_topics(
     login = await commission(client, mine)
     await commission(client, theirs)
     assert login["topic_prefix"] == f"alatau/air/{mine}/"
-    async with watching(settings) as watcher, device_client(as_device(settings, login), mine) as d:
+    async with (
+        watching(settings, unique) as watcher,
+        device_client(as_device(settings, login), mine) as d,
+    ):
         # One connection delivers in order: once the allowed message is through, the refused
         # ones would have arrived before it.
         d.publish(telemetry_topic(Kind.AIR, theirs), b"{}", qos=1)
@@ -183,7 +189,7 @@ async def test_the_ingest_and_api_identities_cannot_publish_telemetry(
     allowed = telemetry_topic(Kind.AIR, f"cred-{unique}-{service}-sim")
     simulator = settings.mqtt_as(settings.simulator)
     async with (
-        watching(settings) as watcher,
+        watching(settings, unique) as watcher,
         device_client(endpoint, service) as forbidden,
         device_client(simulator, "sim") as publisher,
     ):
@@ -211,7 +217,10 @@ async def test_devices_connect_over_tls_with_the_local_ca(
             "ca_file": str(broker.tls_dir / "ca.crt"),
         }
     )
-    async with watching(settings) as watcher, device_client(secure, device_id) as tls_client:
+    async with (
+        watching(settings, unique) as watcher,
+        device_client(secure, device_id) as tls_client,
+    ):
         tls_client.publish(telemetry_topic(Kind.AIR, device_id), b"{}", qos=1)
         await wait_published(tls_client)
         await watcher.until(telemetry_topic(Kind.AIR, device_id))
