@@ -33,7 +33,6 @@ from devices.credentials import (
     BrokerCommandFailed,
     BrokerUnavailable,
     Command,
-    DeviceLogin,
     DynsecClient,
     commission_commands,
     enabled_commands,
@@ -109,13 +108,8 @@ async def _at_broker(broker: DynsecClient, commands: list[Command]) -> None:
         ) from exc
 
 
-def _commissioned(row: asyncpg.Record, login: DeviceLogin) -> CommissionedDevice:
-    return CommissionedDevice(
-        **_device(row).model_dump(),
-        mqtt=MqttLogin(
-            username=login.username, password=login.password, topic_prefix=login.topic_prefix
-        ),
-    )
+def _commissioned(row: asyncpg.Record, login: MqttLogin) -> CommissionedDevice:
+    return CommissionedDevice(**_device(row).model_dump(), mqtt=login)
 
 
 async def _insert(conn: Connection, body: DeviceCreate) -> asyncpg.Record | None:
@@ -184,9 +178,7 @@ async def rotate_login(pool: asyncpg.Pool, broker: DynsecClient, device_id: str)
     login = new_login(Kind(row["kind"]), device_id)
     await _at_broker(broker, rotate_commands(login, enabled=row["enabled"]))
     log.info("device login rotated", device_id=device_id)
-    return MqttLogin(
-        username=login.username, password=login.password, topic_prefix=login.topic_prefix
-    )
+    return login
 
 
 async def list_devices(

@@ -15,7 +15,6 @@ import json
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 import gmqtt
@@ -24,6 +23,7 @@ import structlog
 from core.config import MqttEndpoint
 from core.mqtt import RECONNECT_DELAY_S, connect, make_client
 from devices.contract import Kind
+from devices.schemas import MqttLogin
 
 log = structlog.get_logger(__name__)
 
@@ -45,15 +45,6 @@ class BrokerCommandFailed(Exception):
     """The broker refused a registry command; the message is the plugin's own reason."""
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceLogin:
-    """What a device's firmware needs to publish: shown once, at creation or rotation."""
-
-    username: str
-    password: str
-    topic_prefix: str
-
-
 def device_role(device_id: str) -> str:
     return f"device-{device_id}"
 
@@ -66,11 +57,15 @@ def new_secret() -> str:
     return secrets.token_urlsafe(SECRET_BYTES)
 
 
-def new_login(kind: Kind, device_id: str) -> DeviceLogin:
-    return DeviceLogin(device_id, new_secret(), device_topic_prefix(kind, device_id))
+def new_login(kind: Kind, device_id: str) -> MqttLogin:
+    return MqttLogin(
+        username=device_id,
+        password=new_secret(),
+        topic_prefix=device_topic_prefix(kind, device_id),
+    )
 
 
-def commission_commands(kind: Kind, login: DeviceLogin, *, enabled: bool) -> list[Command]:
+def commission_commands(kind: Kind, login: MqttLogin, *, enabled: bool) -> list[Command]:
     """Create the device's role and login from scratch. Deleting first makes it idempotent: a
     registry write that failed after the broker applied it can simply be repeated."""
     role = device_role(login.username)
@@ -100,7 +95,7 @@ def commission_commands(kind: Kind, login: DeviceLogin, *, enabled: bool) -> lis
     return commands
 
 
-def rotate_commands(login: DeviceLogin, *, enabled: bool) -> list[Command]:
+def rotate_commands(login: MqttLogin, *, enabled: bool) -> list[Command]:
     """A new secret; disabling and re-enabling drops any connection made with the old one."""
     commands: list[Command] = [
         {"command": "setClientPassword", "username": login.username, "password": login.password},

@@ -21,9 +21,10 @@ import uvloop
 from core.config import get_settings
 from core.logging import configure_logging
 from devices.contract import Kind
+from devices.schemas import MqttLogin
 from simulators.faults import FaultMode, FaultPlan
 from simulators.fleet import build_fleet
-from simulators.registry import DeviceLogin, RegistrationError, register_devices
+from simulators.registry import RegistrationError, register_devices
 from simulators.replay import Replay, load_recording
 from simulators.service import Simulation, SimulationError
 from simulators.workers import ShardJob, deal, run_sharded, run_until_stopped
@@ -160,7 +161,7 @@ def _run_processes(
 ) -> None:
     """The same plan, its fleet dealt to ``processes`` workers; registered once, from here."""
     settings = simulation.settings
-    logins: dict[str, DeviceLogin] = {}
+    logins: dict[str, MqttLogin] = {}
     if register:
         try:
             registered = uvloop.run(

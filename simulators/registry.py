@@ -15,6 +15,7 @@ from typing import Any, Final
 import httpx
 import structlog
 
+from devices.schemas import MqttLogin
 from simulators.schemas import SimDevice
 
 log = structlog.get_logger(__name__)
@@ -29,16 +30,10 @@ class RegistrationError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceLogin:
-    username: str
-    password: str
-
-
-@dataclass(frozen=True, slots=True)
 class RegistrationResult:
     created: int
     existing: int
-    logins: dict[str, DeviceLogin]
+    logins: dict[str, MqttLogin]
 
 
 async def register_devices(
@@ -58,7 +53,7 @@ async def register_devices(
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limit = asyncio.Semaphore(concurrency)
     created = existing = 0
-    logins: dict[str, DeviceLogin] = {}
+    logins: dict[str, MqttLogin] = {}
 
     async def post(client: httpx.AsyncClient, device: SimDevice, path: str, body: Any) -> Any:
         try:
@@ -90,7 +85,7 @@ async def register_devices(
                 login = response.json()["mqtt"]
             else:
                 raise failed(device, response)
-        logins[device.device_id] = DeviceLogin(login["username"], login["password"])
+        logins[device.device_id] = MqttLogin.model_validate(login)
 
     async with httpx.AsyncClient(
         base_url=api_url.rstrip("/"),

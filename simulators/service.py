@@ -26,10 +26,11 @@ from core.mqtt import (
     wait_published,
 )
 from devices.contract import Kind, status_topic, telemetry_topic
+from devices.schemas import MqttLogin
 from simulators.faults import DeviceFaults, Drop, FaultMode, FaultPlan, Send, Step
 from simulators.models import DeviceStream, EnergyModel, format_ts
 from simulators.randomness import stable_key, uniform
-from simulators.registry import DeviceLogin, register_devices
+from simulators.registry import register_devices
 from simulators.schemas import SimDevice, SimulationPlan, SimulationStats
 
 log = structlog.get_logger(__name__)
@@ -93,7 +94,7 @@ class Simulation:
         api_key: str | None = None,
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
         faults: FaultPlan | None = None,
-        logins: dict[str, DeviceLogin] | None = None,
+        logins: dict[str, MqttLogin] | None = None,
     ) -> None:
         self.plan = SimulationPlan.resolve(
             rate_hz=rate_hz,
@@ -117,7 +118,7 @@ class Simulation:
         self.stats = SimulationStats(devices=len(self.devices))
         self._api_key = api_key
         # Registered devices log in as themselves; the others as the simulator's identity.
-        self._logins: dict[str, DeviceLogin] = dict(logins or {})
+        self._logins: dict[str, MqttLogin] = dict(logins or {})
         self._shutdown_timeout_s = shutdown_timeout_s
         self._stop_requested = False
         self._running = False

@@ -24,9 +24,9 @@ import uvloop
 
 from core.config import get_settings
 from core.logging import configure_logging
+from devices.schemas import MqttLogin
 from simulators.faults import FaultPlan
 from simulators.progress import log_progress, show_live
-from simulators.registry import DeviceLogin
 from simulators.schemas import SimDevice, SimulationStats
 from simulators.service import Simulation, SimulationError
 
@@ -90,7 +90,7 @@ class ShardJob:
     faults: FaultPlan
     log_every_s: float
     # Each device's broker login when the parent registered them; else the simulator's own.
-    logins: dict[str, DeviceLogin] = field(default_factory=dict)
+    logins: dict[str, MqttLogin] = field(default_factory=dict)
 
 
 def deal(fleet: Sequence[SimDevice], processes: int) -> list[list[SimDevice]]:
