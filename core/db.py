@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 import asyncpg
 import orjson
 
 from core.config import Settings
+
+# Failures that mean the database is away (down, restarting, unreachable, out of connections),
+# not that it refused what was sent: wait and retry, keep the data, answer 503.
+DATABASE_UNAVAILABLE: Final[tuple[type[Exception], ...]] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    # Admin and crash shutdowns, "cannot connect now" while starting or recovering.
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    # The connection's state machine broken by an outage mid-operation ("cannot switch to
+    # state ...; another operation is in progress"): a fresh connection clears it.
+    asyncpg.InternalClientError,
+)
+# Worth retrying as a whole besides: the database is up but this attempt lost a race.
+RETRYABLE: Final[tuple[type[Exception], ...]] = (
+    *DATABASE_UNAVAILABLE,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
 
 
 async def _set_codecs(conn: asyncpg.Connection) -> None:
