@@ -14,7 +14,6 @@ COPY devices devices
 COPY ingest ingest
 COPY api api
 COPY --from=frontend /api/static/vendor api/static/vendor
-COPY alerts alerts
 COPY simulators simulators
 COPY migrations migrations
 COPY stack stack

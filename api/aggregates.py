@@ -7,14 +7,11 @@ yet rolled up) from raw. No SQL and no HTTP here.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from datetime import datetime
+from typing import Final
 
 import asyncpg
 
-from api import repository
-from api.buckets import CITY_ZONE, Bucket, parse_bucket
-from api.errors import InvalidQuery, NotFound
 from api.schemas import (
     AggregateFn,
     AggregatePoint,
@@ -23,19 +20,22 @@ from api.schemas import (
     TimeRange,
 )
 from core.config import Settings
+from core.db import Connection
+from core.errors import Invalid
+from devices import service as registry
 from devices.contract import METRICS, METRICS_BY_NAME, District, Kind, metric_names
+from devices.schemas import Device
 from rollups import service as rollups
+from rollups.buckets import Bucket, parse_bucket
 from rollups.schemas import CUMULATIVE, WINDOW_COUNTS, WINDOW_METRIC, kind_of_metric
 
-# time_bucket's default origin: fixed widths align to it in UTC, days and weeks in Almaty.
-_ORIGIN: Final = datetime(2000, 1, 3)
 EXPECTED_INTERVAL_KEY: Final = "expected_interval_s"
 
 
 def check_bucket_count(width: Bucket, window: TimeRange, max_buckets: int) -> None:
     buckets = width.count_between(window.start, window.end)
     if buckets > max_buckets:
-        raise InvalidQuery(
+        raise Invalid(
             f"{buckets} buckets of {width.text} between from and to; at most {max_buckets} are"
             " served per request: widen the bucket or narrow the range",
             code="too_many_buckets",
@@ -44,20 +44,20 @@ def check_bucket_count(width: Bucket, window: TimeRange, max_buckets: int) -> No
 
 def _check_fn(kind: Kind, metric: str, fn: AggregateFn) -> None:
     if fn is AggregateFn.INCREASE and (kind, metric) not in CUMULATIVE:
-        raise InvalidQuery(
+        raise Invalid(
             "fn=increase is for cumulative registers: "
             + ", ".join(name for _, name in sorted(CUMULATIVE)),
             code="invalid_fn",
         )
     if fn is AggregateFn.RATE and (kind, metric) not in WINDOW_COUNTS:
-        raise InvalidQuery(
+        raise Invalid(
             f"fn=rate (per hour of {WINDOW_METRIC}) is for window counts: "
             + ", ".join(name for _, name in sorted(WINDOW_COUNTS)),
             code="invalid_fn",
         )
 
 
-def _unknown_metric(metric: str, kind: Kind | None) -> InvalidQuery:
+def _unknown_metric(metric: str, kind: Kind | None) -> Invalid:
     if kind is not None:
         detail = f"{metric!r} is not a {kind.value} metric; {kind.value} metrics are: " + ", ".join(
             metric_names(kind)
@@ -66,70 +66,35 @@ def _unknown_metric(metric: str, kind: Kind | None) -> InvalidQuery:
         detail = f"{metric!r} is not a metric; metrics are: " + ", ".join(
             m.name for metrics in METRICS.values() for m in metrics
         )
-    return InvalidQuery(detail, code="unknown_metric")
-
-
-# --- bucket arithmetic in Python, mirroring time_bucket -----------------------------------------
-
-
-def _floor(width: Bucket, ts: datetime) -> datetime:
-    if width.months:
-        local = ts.astimezone(CITY_ZONE)
-        index = (local.year - 2000) * 12 + local.month - 1
-        index -= index % width.months
-        naive = datetime(2000 + index // 12, index % 12 + 1, 1)
-        return naive.replace(tzinfo=CITY_ZONE)
-    step = timedelta(seconds=width.seconds)
-    if width.city_calendar:
-        naive = ts.astimezone(CITY_ZONE).replace(tzinfo=None)
-        return (_ORIGIN + (naive - _ORIGIN) // step * step).replace(tzinfo=CITY_ZONE)
-    naive = ts.astimezone(UTC).replace(tzinfo=None)
-    return (_ORIGIN + (naive - _ORIGIN) // step * step).replace(tzinfo=UTC)
-
-
-def _next(width: Bucket, start: datetime) -> datetime:
-    if width.months:
-        local = start.astimezone(CITY_ZONE)
-        index = local.year * 12 + local.month - 1 + width.months
-        return datetime(index // 12, index % 12 + 1, 1, tzinfo=CITY_ZONE)
-    return start + timedelta(seconds=width.seconds)
-
-
-def bucket_starts(width: Bucket, start: datetime, end: datetime) -> list[datetime]:
-    """Every bucket start overlapping [start, end), as time_bucket would label them."""
-    starts = []
-    cursor = _floor(width, start)
-    while cursor < end:
-        starts.append(cursor)
-        cursor = _next(width, cursor)
-    return starts
+    return Invalid(detail, code="unknown_metric")
 
 
 # --- the endpoints' service -------------------------------------------------------------------
 
 
 async def _scope_devices(
-    conn: Any, scope: AggregateScope, device_id: str | None, district: District | None, metric: str
-) -> tuple[Kind, list[asyncpg.Record]]:
+    conn: Connection,
+    scope: AggregateScope,
+    device_id: str | None,
+    district: District | None,
+    metric: str,
+) -> tuple[Kind, list[Device]]:
     if scope is AggregateScope.DEVICE:
         assert device_id is not None
-        row = await repository.get_device(conn, device_id)
-        if row is None:
-            raise NotFound(f"no device {device_id!r}", code="device_not_found")
-        kind = Kind(row["kind"])
-        if metric not in METRICS_BY_NAME[kind]:
-            raise _unknown_metric(metric, kind)
-        return kind, [row]
+        device = await registry.get_device_on(conn, device_id)
+        if metric not in METRICS_BY_NAME[device.kind]:
+            raise _unknown_metric(metric, device.kind)
+        return device.kind, [device]
     found = kind_of_metric(metric)
     if found is None:
         raise _unknown_metric(metric, None)
-    return found, await repository.devices_of(conn, found, district)
+    return found, await registry.devices_of(conn, found, district)
 
 
-def _readings_per_second(devices: list[asyncpg.Record], default_interval_s: float) -> float:
+def _readings_per_second(devices: list[Device], default_interval_s: float) -> float:
     total = 0.0
     for device in devices:
-        metadata = device["metadata"]
+        metadata = device.metadata
         interval = (
             metadata.get(EXPECTED_INTERVAL_KEY, default_interval_s)
             if isinstance(metadata, dict)
@@ -161,9 +126,7 @@ async def aggregates(
     async with pool.acquire() as conn:
         kind, devices = await _scope_devices(conn, scope, device_id, district, metric)
         _check_fn(kind, metric, fn)
-        plan = rollups.plan(
-            width.interval, width.seconds, width.city_calendar, window.start, window.end
-        )
+        plan = rollups.plan(width, window.start, window.end)
         metrics = (metric, WINDOW_METRIC) if fn is AggregateFn.RATE else (metric,)
         rows = []
         if devices:
@@ -172,7 +135,7 @@ async def aggregates(
                 kind,
                 metrics=metrics,
                 fn=fn.value,
-                device_ids=[d["device_id"] for d in devices],
+                device_ids=[d.device_id for d in devices],
                 the_plan=plan,
                 start=window.start,
                 end=window.end,
@@ -180,7 +143,7 @@ async def aggregates(
     rate = _readings_per_second(devices, settings.rollups.expected_interval_s)
 
     def completeness(start: datetime, readings: int) -> float | None:
-        lower, upper = max(start, window.start), min(_next(width, start), window.end)
+        lower, upper = max(start, window.start), min(width.following(start), window.end)
         expected = rate * max((upper - lower).total_seconds(), 0.0)
         return round(readings / expected, 4) if expected > 0 else None
 
@@ -195,7 +158,7 @@ async def aggregates(
     ]
     if fill:
         have = {item.bucket_start for item in items}
-        for start in bucket_starts(width, window.start, window.end):
+        for start in width.starts(window.start, window.end):
             if start not in have:
                 items.append(
                     AggregatePoint(

@@ -16,17 +16,18 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from alerts import routes as alert_routes
 from api import routes
-from api.errors import DATABASE_GONE, ApiError
+from api.alerts import routes as alert_routes
+from api.errors import http_headers, http_status
 from api.keys import routes as key_routes
 from api.keys.service import KeyChecker
 from api.live import routes as live_routes
 from api.metrics import RequestMetricsMiddleware
 from api.realtime import realtime
 from core.config import Settings, get_settings
-from core.db import create_pool
-from devices.credentials import DynsecClient
+from core.db import DATABASE_UNAVAILABLE, create_pool
+from core.errors import AppError
+from devices.credentials import DynsecClient, DynsecLogins
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     registry = DynsecClient(
         settings.mqtt_as(settings.api), f"alatau-api-registry-{uuid.uuid4().hex[:8]}"
     )
-    app.state.broker_registry = registry
+    app.state.device_logins = DynsecLogins(registry)
     log.info("api started", environment=settings.environment)
     try:
         await registry.start()
@@ -72,9 +73,9 @@ def _error(
     return JSONResponse({"error": code, "detail": detail}, status_code=status_code, headers=headers)
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return _error(exc.status_code, exc.code, exc.detail, exc.headers)
+async def _app_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return _error(http_status(exc), exc.code, exc.detail, http_headers(exc))
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -103,7 +104,6 @@ async def _database_gone(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_timeout(_: Request, exc: Exception) -> JSONResponse:
-    # Only the database is awaited with a deadline in a request, so a timeout is a slow query.
     log.warning("database timeout", error=repr(exc))
     return _error(503, "database_timeout", "the database did not answer in time; retry shortly")
 
@@ -132,11 +132,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.add_middleware(RequestMetricsMiddleware)
-    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    for database_gone in DATABASE_GONE:
-        app.add_exception_handler(database_gone, _database_gone)
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_gone)
+    # Only the database is awaited with a deadline in a request: a timeout is a slow query.
     app.add_exception_handler(TimeoutError, _database_timeout)
     app.add_exception_handler(asyncpg.DataError, _unstorable_value)
     app.add_exception_handler(Exception, _unexpected)

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request, WebSocket
+from fastapi import Depends, Query, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.dependencies import KeyCheckerDep
 from api.errors import Forbidden, Unauthorized
 from api.keys.schemas import Role
 from api.keys.service import KeyChecker, Principal
 
 bearer = HTTPBearer(auto_error=False, description="an API key: `Bearer alk_...`")
-
-
-def _checker(state: object) -> KeyChecker:
-    checker: KeyChecker = state.key_checker  # type: ignore[attr-defined]
-    return checker
 
 
 async def _principal_for(checker: KeyChecker, token: str | None) -> Principal:
@@ -36,34 +32,30 @@ async def _principal_for(checker: KeyChecker, token: str | None) -> Principal:
 
 
 async def principal(
-    request: Request,
+    checker: KeyCheckerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    found = await _principal_for(
-        _checker(request.app.state), credentials.credentials if credentials else None
-    )
-    request.state.principal = found
-    return found
+    return await _principal_for(checker, credentials.credentials if credentials else None)
 
 
 async def live_principal(
-    request: Request,
+    checker: KeyCheckerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     access_token: Annotated[
         str | None, Query(description="the API key, for clients that cannot send headers")
     ] = None,
 ) -> Principal:
     token = credentials.credentials if credentials else access_token
-    return await _principal_for(_checker(request.app.state), token)
+    return await _principal_for(checker, token)
 
 
-async def websocket_principal(websocket: WebSocket) -> Principal:
+async def websocket_principal(websocket: WebSocket, checker: KeyChecker) -> Principal:
     """The key of a WebSocket handshake: the bearer header or ``access_token``."""
     header = websocket.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         token = websocket.query_params.get("access_token", "")
-    return await _principal_for(_checker(websocket.app.state), token or None)
+    return await _principal_for(checker, token or None)
 
 
 def require(role: Role) -> Any:

@@ -1,4 +1,5 @@
-"""Typed dependencies: the resources the lifespan opened, and query parts several routes share."""
+"""Typed dependencies: every resource the lifespan opened reaches a route through one of these
+(never through ``app.state`` directly), and the query parts several routes share."""
 
 from __future__ import annotations
 
@@ -6,37 +7,69 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final
 
 import asyncpg
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query
+from starlette.requests import HTTPConnection
 
-from api.errors import InvalidQuery
+from api.alerts.service import AlertFeed
+from api.keys.service import KeyChecker
+from api.live.service import LiveService
 from api.schemas import AwareDatetime, TimeRange
 from core.config import Settings
-from devices.credentials import DynsecClient
+from core.errors import Invalid, Unavailable
+from devices.credentials import DeviceLogins
 
 DEFAULT_WINDOW: Final = timedelta(hours=24)
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+def get_pool(connection: HTTPConnection) -> asyncpg.Pool:
     """The pool opened by the app's lifespan."""
-    pool: asyncpg.Pool = request.app.state.pool
+    pool: asyncpg.Pool = connection.app.state.pool
     return pool
 
 
-def get_app_settings(request: Request) -> Settings:
+def get_app_settings(connection: HTTPConnection) -> Settings:
     """The settings the app was created with (tests pass their own)."""
-    settings: Settings = request.app.state.settings
+    settings: Settings = connection.app.state.settings
     return settings
 
 
-def get_broker_registry(request: Request) -> DynsecClient:
-    """The broker connection through which the registry manages device logins."""
-    registry: DynsecClient = request.app.state.broker_registry
-    return registry
+def get_device_logins(connection: HTTPConnection) -> DeviceLogins:
+    """Where the registry issues, rotates and disables devices' broker logins."""
+    logins: DeviceLogins = connection.app.state.device_logins
+    return logins
+
+
+def get_key_checker(connection: HTTPConnection) -> KeyChecker:
+    checker: KeyChecker = connection.app.state.key_checker
+    return checker
+
+
+def find_live(connection: HTTPConnection) -> LiveService | None:
+    """This replica's live feed, or None where it is disabled."""
+    live: LiveService | None = getattr(connection.app.state, "live", None)
+    return live
+
+
+def get_live(live: Annotated[LiveService | None, Depends(find_live)]) -> LiveService:
+    if live is None:
+        raise Unavailable("live feeds are disabled on this replica", code="live_disabled")
+    return live
+
+
+def get_alert_feed(connection: HTTPConnection) -> AlertFeed:
+    feed: AlertFeed | None = getattr(connection.app.state, "alert_feed", None)
+    if feed is None:
+        raise Unavailable("the alert feed is disabled", code="alerts_disabled")
+    return feed
 
 
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
-BrokerDep = Annotated[DynsecClient, Depends(get_broker_registry)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+LoginsDep = Annotated[DeviceLogins, Depends(get_device_logins)]
+KeyCheckerDep = Annotated[KeyChecker, Depends(get_key_checker)]
+LiveDep = Annotated[LiveService, Depends(get_live)]
+MaybeLiveDep = Annotated[LiveService | None, Depends(find_live)]
+AlertFeedDep = Annotated[AlertFeed, Depends(get_alert_feed)]
 
 
 def page_limit(
@@ -50,7 +83,7 @@ def page_limit(
     if limit is None:
         return settings.api.default_page_size
     if limit > settings.api.max_page_size:
-        raise InvalidQuery(
+        raise Invalid(
             f"limit {limit} is above the maximum page size {settings.api.max_page_size}",
             code="limit_too_large",
         )
@@ -71,7 +104,7 @@ def time_range(
     end = end or datetime.now(UTC)
     start = start or end - DEFAULT_WINDOW
     if start >= end:
-        raise InvalidQuery("from must be earlier than to", code="invalid_range")
+        raise Invalid("from must be earlier than to", code="invalid_range")
     return TimeRange(start=start, end=end)
 
 

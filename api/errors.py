@@ -1,75 +1,54 @@
-"""The API's one error hierarchy; every error leaves as ``{"error": code, "detail": ...}``."""
+"""How the api renders the one error hierarchy (core/errors.py): an HTTP status per family,
+always as ``{"error": code, "detail": ...}``. Only the errors that exist because of HTTP live
+here (authentication, media types)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Final
+from typing import Final
 
-import asyncpg
-
-# Failures that mean the database is away rather than that it refused the query: a 503, retry.
-DATABASE_GONE: Final = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    ConnectionError,
-)
+from core.errors import AppError, Conflict, Invalid, NotFound, Unavailable
 
 
-class ApiError(Exception):
-    """Base of every error the API reports on purpose: an HTTP status and a stable snake code."""
-
-    status_code: ClassVar[int] = 500
-    default_code: ClassVar[str] = "internal_error"
-    headers: ClassVar[dict[str, str] | None] = None
-
-    def __init__(self, detail: Any = None, *, code: str | None = None) -> None:
-        super().__init__(detail)
-        self.code = code or self.default_code
-        self.detail = detail
-
-
-class NotFound(ApiError):
-    status_code = 404
-    default_code = "not_found"
-
-
-class Unauthorized(ApiError):
+class Unauthorized(AppError):
     """No key, or one we do not know: the client should authenticate (RFC 6750)."""
 
-    status_code = 401
     default_code = "unauthorized"
-    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
 
 
-class Forbidden(ApiError):
+class Forbidden(AppError):
     """A known key whose role does not allow this."""
 
-    status_code = 403
     default_code = "forbidden"
 
 
-class Conflict(ApiError):
-    status_code = 409
-    default_code = "conflict"
-
-
-class UnsupportedMediaType(ApiError):
-    status_code = 415
+class UnsupportedMediaType(AppError):
     default_code = "unsupported_media_type"
 
 
-class InvalidQuery(ApiError):
-    """The request parsed but asks for something we refuse (a bad bucket, too many buckets...)."""
+_STATUS: Final[dict[type[AppError], int]] = {
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+    Unavailable: 503,
+    Unauthorized: 401,
+    Forbidden: 403,
+    UnsupportedMediaType: 415,
+}
+_HEADERS: Final[dict[type[AppError], dict[str, str]]] = {
+    Unauthorized: {"WWW-Authenticate": "Bearer"}
+}
 
-    status_code = 422
-    default_code = "invalid_query"
+
+def http_status(error: AppError) -> int:
+    """The status of the error's nearest family; 500 for an error of no known family."""
+    for family in type(error).__mro__:
+        if family in _STATUS:
+            return _STATUS[family]
+    return 500
 
 
-# The name other parts of the code base reach for; the status is the same 422.
-BadRequest = InvalidQuery
-
-
-class ServiceUnavailable(ApiError):
-    status_code = 503
-    default_code = "service_unavailable"
+def http_headers(error: AppError) -> dict[str, str] | None:
+    for family in type(error).__mro__:
+        if family in _HEADERS:
+            return _HEADERS[family]
+    return None

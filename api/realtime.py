@@ -11,7 +11,7 @@ import asyncpg
 import structlog
 from fastapi import FastAPI
 
-from alerts.service import AlertFeed, listen, run_evaluator
+from api.alerts.service import AlertFeed, listen, run_evaluator
 from api.live.service import LiveService
 from core.config import Settings
 

@@ -12,10 +12,6 @@ import asyncpg
 from core.db import Connection
 from devices.contract import METRICS_BY_NAME, District, Kind, Metric, metric_names, readings_table
 
-_DEVICE_COLUMNS: Final = (
-    "device_id, kind, district, lat, lon, metadata, enabled, status, last_seen, created_at"
-)
-
 
 def _reading_columns(kind: Kind, prefix: str = "") -> str:
     return ", ".join(f"{prefix}{name}" for name in ("ts", "received_at", *metric_names(kind)))
@@ -34,114 +30,6 @@ async def timescaledb_version(conn: Connection, timeout_s: float) -> str | None:
         "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'", timeout=timeout_s
     )
     return version
-
-
-# --- registry ---------------------------------------------------------------------------------
-
-
-async def insert_device(
-    conn: Connection,
-    *,
-    device_id: str,
-    kind: Kind,
-    district: District,
-    lat: float | None,
-    lon: float | None,
-    metadata: dict[str, Any],
-    enabled: bool,
-) -> asyncpg.Record | None:
-    """Insert a device; None when the id is taken (no exception, so no aborted transaction)."""
-    return await conn.fetchrow(
-        "INSERT INTO devices (device_id, kind, district, lat, lon, metadata, enabled)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        f" ON CONFLICT (device_id) DO NOTHING RETURNING {_DEVICE_COLUMNS}",
-        device_id,
-        kind.value,
-        district.value,
-        lat,
-        lon,
-        metadata,
-        enabled,
-    )
-
-
-async def get_device(conn: Connection, device_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id = $1", device_id
-    )
-
-
-async def list_devices(
-    conn: Connection,
-    *,
-    kind: Kind | None,
-    district: District | None,
-    enabled: bool | None,
-    status: str | None,
-    limit: int,
-    offset: int,
-) -> tuple[list[asyncpg.Record], int]:
-    """One page of devices in id order, and how many match in all."""
-    clauses: list[str] = []
-    args: list[Any] = []
-    for column, value in (
-        ("kind", kind.value if kind else None),
-        ("district", district.value if district else None),
-        ("enabled", enabled),
-        ("status", status),
-    ):
-        if value is not None:
-            args.append(value)
-            clauses.append(f"{column} = ${len(args)}")
-    where = _where(clauses)
-    total: int = await conn.fetchval(f"SELECT count(*) FROM devices {where}", *args)
-    rows = await conn.fetch(
-        f"SELECT {_DEVICE_COLUMNS} FROM devices {where} ORDER BY device_id"
-        f" LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
-        *args,
-        limit,
-        offset,
-    )
-    return rows, total
-
-
-async def update_device(
-    conn: Connection,
-    device_id: str,
-    *,
-    district: District | None,
-    set_location: bool,
-    lat: float | None,
-    lon: float | None,
-    metadata: dict[str, Any] | None,
-    enabled: bool | None,
-) -> asyncpg.Record | None:
-    """Change only what is given (None keeps a column; ``set_location`` may clear lat/lon)."""
-    return await conn.fetchrow(
-        "UPDATE devices SET"
-        " district = COALESCE($2, district),"
-        " lat = CASE WHEN $3::boolean THEN $4 ELSE lat END,"
-        " lon = CASE WHEN $3::boolean THEN $5 ELSE lon END,"
-        " metadata = COALESCE($6::jsonb, metadata),"
-        " enabled = COALESCE($7, enabled),"
-        " updated_at = now()"
-        f" WHERE device_id = $1 RETURNING {_DEVICE_COLUMNS}",
-        device_id,
-        district.value if district else None,
-        set_location,
-        lat,
-        lon,
-        metadata,
-        enabled,
-    )
-
-
-async def disable_device(conn: Connection, device_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "UPDATE devices SET enabled = false, updated_at = now()"
-        f" WHERE device_id = $1 RETURNING {_DEVICE_COLUMNS}",
-        device_id,
-    )
 
 
 # --- readings ---------------------------------------------------------------------------------
@@ -200,18 +88,6 @@ async def readings(
 
 
 # --- aggregates (the tiered SQL itself lives in rollups/) -----------------------------------
-
-
-async def devices_of(
-    conn: Connection, kind: Kind, district: District | None
-) -> list[asyncpg.Record]:
-    """Every device of a kind (in a district if given), enabled or not: history counts."""
-    return await conn.fetch(
-        "SELECT device_id, metadata FROM devices"
-        " WHERE kind = $1 AND ($2::text IS NULL OR district = $2) ORDER BY device_id",
-        kind.value,
-        district.value if district else None,
-    )
 
 
 async def sum_of_device_means(

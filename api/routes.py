@@ -13,8 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api import aggregates, service, summary
 from api.auth import Admin, require
-from api.dependencies import BrokerDep, LimitDep, PoolDep, SettingsDep, TimeRangeDep
-from api.errors import InvalidQuery, UnsupportedMediaType
+from api.dependencies import LimitDep, LoginsDep, PoolDep, SettingsDep, TimeRangeDep
+from api.errors import UnsupportedMediaType
 from api.keys.schemas import Role
 from api.responses import AUTH, INVALID, not_found
 from api.schemas import (
@@ -24,10 +24,6 @@ from api.schemas import (
     AreaSummary,
     AwareDatetime,
     CitySummary,
-    DeviceBulkResult,
-    DevicePage,
-    DevicePatch,
-    DeviceStatus,
     ErrorBody,
     Health,
     LatestList,
@@ -35,10 +31,21 @@ from api.schemas import (
     ReadingsPage,
     RejectionList,
 )
+from core.errors import Invalid
 from devices import bulk
+from devices import service as registry
 from devices.bulk import MAX_BULK_DEVICES
 from devices.contract import District, Kind, contract_document
-from devices.schemas import CommissionedDevice, Device, DeviceCreate, MqttLogin
+from devices.schemas import (
+    CommissionedDevice,
+    Device,
+    DeviceBulkResult,
+    DeviceCreate,
+    DevicePage,
+    DevicePatch,
+    DeviceStatus,
+    MqttLogin,
+)
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 
@@ -78,10 +85,10 @@ async def health(pool: PoolDep) -> Health:
     },
 )
 async def create_device(
-    pool: PoolDep, broker: BrokerDep, body: DeviceCreate, caller: Admin
+    pool: PoolDep, logins: LoginsDep, body: DeviceCreate, caller: Admin
 ) -> CommissionedDevice:
     """Register a device and issue its MQTT login (the password is shown only in this answer)."""
-    return await service.create_device(pool, broker, body)
+    return await registry.create_device(pool, logins, body)
 
 
 @router.post(
@@ -111,7 +118,7 @@ async def create_device(
 async def create_devices(
     request: Request,
     pool: PoolDep,
-    broker: BrokerDep,
+    logins: LoginsDep,
     caller: Admin,
     skip_existing: Annotated[
         bool, Query(description="leave ids already registered as they are, instead of a 409")
@@ -121,7 +128,7 @@ async def create_devices(
     ``device_id,kind,district`` and optionally ``lat,lon,enabled,metadata``). All rows are
     checked first; a 422 lists every bad row. Logins are shown only in this answer."""
     bodies = await _commissioning_list(request)
-    return await service.create_devices(pool, broker, bodies, skip_existing=skip_existing)
+    return await registry.create_devices(pool, logins, bodies, skip_existing=skip_existing)
 
 
 async def _commissioning_list(request: Request) -> list[DeviceCreate]:
@@ -133,14 +140,12 @@ async def _commissioning_list(request: Request) -> list[DeviceCreate]:
         if media_type in {"application/json", ""}:
             items = orjson.loads(raw)
             if not isinstance(items, list):
-                raise InvalidQuery("send a JSON array of devices", code="validation_error")
+                raise Invalid("send a JSON array of devices", code="validation_error")
             return bulk.parse_json(items)
     except bulk.BulkParseError as exc:
-        raise InvalidQuery(
-            [error.model_dump() for error in exc.errors], code="invalid_devices"
-        ) from exc
+        raise Invalid([error.model_dump() for error in exc.errors], code="invalid_devices") from exc
     except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
-        raise InvalidQuery(f"unreadable body: {exc}", code="validation_error") from exc
+        raise Invalid(f"unreadable body: {exc}", code="validation_error") from exc
     raise UnsupportedMediaType(
         f"send application/json or text/csv, not {media_type!r}", code="unsupported_media_type"
     )
@@ -158,7 +163,7 @@ async def list_devices(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DevicePage:
     """Registered devices in id order, filtered by kind, district, enabled and status."""
-    return await service.list_devices(
+    return await registry.list_devices(
         pool,
         kind=kind,
         district=district,
@@ -172,22 +177,22 @@ async def list_devices(
 @router.get("/devices/{device_id}", tags=["devices"], responses=_NOT_FOUND)
 async def get_device(pool: PoolDep, device_id: str) -> Device:
     """One device."""
-    return await service.get_device(pool, device_id)
+    return await registry.get_device(pool, device_id)
 
 
 @router.patch("/devices/{device_id}", tags=["devices"], responses={**_NOT_FOUND, **_BROKER_ERRORS})
 async def update_device(
-    pool: PoolDep, broker: BrokerDep, device_id: str, patch: DevicePatch, caller: Admin
+    pool: PoolDep, logins: LoginsDep, device_id: str, patch: DevicePatch, caller: Admin
 ) -> Device:
     """Change a device's district, location, metadata or enabled flag (at the broker too)."""
-    return await service.update_device(pool, broker, device_id, patch)
+    return await registry.update_device(pool, logins, device_id, patch)
 
 
 @router.delete("/devices/{device_id}", tags=["devices"], responses={**_NOT_FOUND, **_BROKER_ERRORS})
-async def disable_device(pool: PoolDep, broker: BrokerDep, device_id: str, caller: Admin) -> Device:
+async def disable_device(pool: PoolDep, logins: LoginsDep, device_id: str, caller: Admin) -> Device:
     """Disable a device: the broker drops its connection and refuses its login, and ingest
     refuses its readings. Its history is kept."""
-    return await service.disable_device(pool, broker, device_id)
+    return await registry.disable_device(pool, logins, device_id)
 
 
 @router.post(
@@ -196,10 +201,10 @@ async def disable_device(pool: PoolDep, broker: BrokerDep, device_id: str, calle
     responses={**_NOT_FOUND, **_BROKER_ERRORS},
 )
 async def rotate_device_login(
-    pool: PoolDep, broker: BrokerDep, device_id: str, caller: Admin
+    pool: PoolDep, logins: LoginsDep, device_id: str, caller: Admin
 ) -> MqttLogin:
     """Issue a new MQTT password; connections made with the old one are dropped at once."""
-    return await service.rotate_login(pool, broker, device_id)
+    return await registry.rotate_login(pool, logins, device_id)
 
 
 # --- readings ---------------------------------------------------------------------------------

@@ -8,10 +8,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from devices.contract import District, Kind
-from devices.schemas import CommissionedDevice, Device, Location
 
 # A metric value as stored: integer metrics stay integers, a metric the reading lacked is null.
 MetricValue = int | float | None
@@ -48,43 +47,6 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
     database: str = Field(examples=["ok"])
     timescaledb: str = Field(examples=["2.17.2"])
-
-
-class DevicePatch(BaseModel):
-    """A partial update: only the fields sent change; ``location: null`` clears the location and
-    ``metadata`` replaces the whole object."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    district: District | None = None
-    location: Location | None = None
-    metadata: dict[str, Any] | None = None
-    enabled: bool | None = None
-
-    @model_validator(mode="after")
-    def _no_null_for_required(self) -> DevicePatch:
-        for name in ("district", "metadata", "enabled"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
-        return self
-
-
-class DeviceStatus(StrEnum):
-    UNKNOWN = "unknown"
-    ONLINE = "online"
-    OFFLINE = "offline"
-
-
-class DeviceBulkResult(BaseModel):
-    created: list[CommissionedDevice] = Field(description="with each device's login, shown once")
-    skipped: list[str] = Field(description="ids already registered, left as they were")
-
-
-class DevicePage(BaseModel):
-    items: list[Device]
-    total: int = Field(description="devices matching the filters, across all pages")
-    limit: int
-    offset: int
 
 
 class LatestReading(BaseModel):

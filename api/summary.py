@@ -19,9 +19,10 @@ from api.schemas import (
     TrafficSummary,
 )
 from core.db import Connection
+from devices import service as registry
 from devices.contract import METRICS_BY_NAME, District, Kind
 from rollups import service as rollups
-from rollups.service import CITY_ZONE
+from rollups.buckets import DAY, HOUR, Bucket
 
 RECENT: Final = timedelta(minutes=15)
 FREE_FLOW_LOOKBACK: Final = timedelta(days=7)
@@ -34,13 +35,13 @@ async def _values(
     *,
     metric: str,
     fn: str,
-    bucket: tuple[str, int, bool],
+    bucket: Bucket,
     start: datetime,
     end: datetime,
 ) -> list[float | None]:
     if not devices:
         return []
-    plan = rollups.plan(bucket[0], bucket[1], bucket[2], start, end)
+    plan = rollups.plan(bucket, start, end)
     metrics = (metric, "interval_s") if fn == "rate" else (metric,)
     rows = await rollups.series(
         conn,
@@ -55,20 +56,16 @@ async def _values(
     return [row["value"] for row in rows]
 
 
-_HOUR: Final = ("1 hours", 3600, False)
-_DAY: Final = ("1 days", 86_400, True)
-
-
 async def _mean(
     conn: Connection, kind: Kind, devices: list[str], metric: str, window: tuple[datetime, datetime]
 ) -> float | None:
     """The mean of a metric over [start, end): sum over count, both exact."""
     start, end = window
     sums = await _values(
-        conn, kind, devices, metric=metric, fn="sum", bucket=_HOUR, start=start, end=end
+        conn, kind, devices, metric=metric, fn="sum", bucket=HOUR, start=start, end=end
     )
     counts = await _values(
-        conn, kind, devices, metric=metric, fn="count", bucket=_HOUR, start=start, end=end
+        conn, kind, devices, metric=metric, fn="count", bucket=HOUR, start=start, end=end
     )
     total = [v for v in sums if v]
     count = [v for v in counts if v]
@@ -102,7 +99,7 @@ async def _traffic(conn: Connection, devices: list[str], at: datetime) -> Traffi
         devices,
         metric="avg_speed_kmh",
         fn="avg",
-        bucket=_HOUR,
+        bucket=HOUR,
         start=at - FREE_FLOW_LOOKBACK,
         end=at,
     )
@@ -116,7 +113,7 @@ async def _traffic(conn: Connection, devices: list[str], at: datetime) -> Traffi
         devices,
         metric="vehicle_count",
         fn="sum",
-        bucket=_HOUR,
+        bucket=HOUR,
         start=at - timedelta(hours=1),
         end=at,
     )
@@ -137,14 +134,14 @@ async def _energy(conn: Connection, devices: list[str], at: datetime) -> EnergyS
         METRICS_BY_NAME[Kind.ENERGY]["power_kw"],
         window=(at - RECENT, at),
     )
-    midnight = at.astimezone(CITY_ZONE).replace(hour=0, minute=0, second=0, microsecond=0)
+    midnight = DAY.floor(at)
     today = await _values(
         conn,
         Kind.ENERGY,
         devices,
         metric="energy_kwh",
         fn="increase",
-        bucket=_DAY,
+        bucket=DAY,
         start=midnight,
         end=at,
     )
@@ -157,7 +154,7 @@ async def _energy(conn: Connection, devices: list[str], at: datetime) -> EnergyS
 async def _area(conn: Connection, district: District | None, at: datetime) -> AreaSummary:
     ids = {}
     for kind in Kind:
-        ids[kind] = [row["device_id"] for row in await repository.devices_of(conn, kind, district)]
+        ids[kind] = [device.device_id for device in await registry.devices_of(conn, kind, district)]
     return AreaSummary(
         district=district,
         at=at,

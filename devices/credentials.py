@@ -15,12 +15,14 @@ import json
 import secrets
 import uuid
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import gmqtt
 import structlog
 
 from core.config import MqttEndpoint
+from core.db import Connection
+from core.errors import Unavailable
 from core.mqtt import RECONNECT_DELAY_S, connect, make_client
 from devices.contract import Kind
 from devices.schemas import MqttLogin
@@ -37,12 +39,34 @@ PER_COMMAND_TIMEOUT_S: Final = 0.1
 Command = dict[str, Any]
 
 
-class BrokerUnavailable(Exception):
+class BrokerUnavailable(Unavailable):
     """The broker did not answer a registry command in time (or we are not connected)."""
 
+    default_code = "broker_unavailable"
 
-class BrokerCommandFailed(Exception):
+
+class BrokerCommandFailed(Unavailable):
     """The broker refused a registry command; the message is the plugin's own reason."""
+
+    default_code = "broker_refused"
+
+
+class DeviceLogins(Protocol):
+    """Where devices' broker logins live. Each call runs inside the registry's transaction on
+    ``conn``, so a refusal (raised as ``Unavailable``) leaves the registry as it was."""
+
+    async def commission(
+        self, conn: Connection, devices: Sequence[tuple[Kind, MqttLogin, bool]]
+    ) -> None:
+        """Create each (kind, login, enabled) device's login from scratch."""
+
+    async def rotate(
+        self, conn: Connection, kind: Kind, login: MqttLogin, *, enabled: bool
+    ) -> None:
+        """Replace a device's secret; connections made with the old one are dropped."""
+
+    async def set_enabled(self, conn: Connection, device_id: str, *, enabled: bool) -> None:
+        """Allow or refuse a device's login; disabling drops its connections."""
 
 
 def device_role(device_id: str) -> str:
@@ -219,3 +243,26 @@ class DynsecClient:
                 subject = command.get("username") or command.get("rolename") or ""
                 raise BrokerCommandFailed(f"{command['command']} {subject}: {error}")
         return responses
+
+
+class DynsecLogins:
+    """Device logins in Mosquitto's dynamic-security store, changed through its control topic."""
+
+    def __init__(self, client: DynsecClient) -> None:
+        self.client = client
+
+    async def commission(
+        self, conn: Connection, devices: Sequence[tuple[Kind, MqttLogin, bool]]
+    ) -> None:
+        commands: list[Command] = []
+        for kind, login, enabled in devices:
+            commands += commission_commands(kind, login, enabled=enabled)
+        await self.client.execute(commands)
+
+    async def rotate(
+        self, conn: Connection, kind: Kind, login: MqttLogin, *, enabled: bool
+    ) -> None:
+        await self.client.execute(rotate_commands(login, enabled=enabled))
+
+    async def set_enabled(self, conn: Connection, device_id: str, *, enabled: bool) -> None:
+        await self.client.execute(enabled_commands(device_id, enabled=enabled))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final
+from enum import StrEnum
+from typing import Annotated, Any, Final, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -87,9 +88,6 @@ def _reading_model(kind: Kind) -> type[ReadingBase]:
 
 
 READING_MODELS: Final[dict[Kind, type[ReadingBase]]] = {kind: _reading_model(kind) for kind in Kind}
-TrafficReading: Final = READING_MODELS[Kind.TRAFFIC]
-EnergyReading: Final = READING_MODELS[Kind.ENERGY]
-AirReading: Final = READING_MODELS[Kind.AIR]
 
 
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, examples=["gate-air-001"])]
@@ -136,3 +134,57 @@ class CommissionedDevice(Device):
     """A device as registered, with the login its firmware needs."""
 
     mqtt: MqttLogin
+
+
+class DeviceStatus(StrEnum):
+    UNKNOWN = "unknown"
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class DevicePatch(BaseModel):
+    """A partial update: only the fields sent change; ``location: null`` clears the location and
+    ``metadata`` replaces the whole object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    district: District | None = None
+    location: Location | None = None
+    metadata: dict[str, Any] | None = None
+    enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> DevicePatch:
+        for name in ("district", "metadata", "enabled"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class DeviceBulkResult(BaseModel):
+    created: list[CommissionedDevice] = Field(description="with each device's login, shown once")
+    skipped: list[str] = Field(description="ids already registered, left as they were")
+
+
+class DevicePage(BaseModel):
+    items: list[Device]
+    total: int = Field(description="devices matching the filters, across all pages")
+    limit: int
+    offset: int
+
+
+class DeviceInfo(NamedTuple):
+    """What ingest and the live feeds need to know of a device to accept its readings."""
+
+    kind: Kind
+    district: District
+    enabled: bool
+
+
+class Presence(NamedTuple):
+    """A batch's news of a device: a stored reading (``seen``) and/or a status message."""
+
+    device_id: str
+    kind: Kind
+    seen: bool
+    status: str | None

@@ -112,22 +112,9 @@ def parse_message(
     if kind is None or device_id is None:
         message.reject_all(Reason.INVALID_TOPIC, f"topic {topic!r} is not a telemetry topic")
         return message
-    if len(payload) > max_payload_bytes:
-        message.reject_all(
-            Reason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes; the limit is {max_payload_bytes}"
-        )
+    document = _document(message, max_payload_bytes)
+    if message.rejections:
         return message
-    try:
-        document = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        try:
-            payload.decode("utf-8")
-        except UnicodeDecodeError as utf8_error:
-            message.reject_all(Reason.NOT_UTF8, str(utf8_error))
-        else:
-            message.reject_all(Reason.INVALID_JSON, str(exc))
-        return message
-
     window = (received_at - late_window, received_at + FUTURE_TOLERANCE)
     if isinstance(document, dict):
         _add_reading(message, kind, device_id, document, raw=payload, window=window, is_batch=False)
@@ -147,6 +134,27 @@ def parse_message(
     for element in document:
         _add_reading(message, kind, device_id, element, raw=None, window=window, is_batch=True)
     return message
+
+
+def _document(message: ParsedMessage, max_payload_bytes: int) -> Any:
+    """The payload's JSON; on a payload too large, not UTF-8 or not JSON, the message is
+    refused whole and None returned."""
+    payload = message.payload
+    if len(payload) > max_payload_bytes:
+        message.reject_all(
+            Reason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes; the limit is {max_payload_bytes}"
+        )
+        return None
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError as utf8_error:
+            message.reject_all(Reason.NOT_UTF8, str(utf8_error))
+        else:
+            message.reject_all(Reason.INVALID_JSON, str(exc))
+        return None
 
 
 def _add_reading(

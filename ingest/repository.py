@@ -1,10 +1,11 @@
-"""All of ingest's SQL: staging tables, COPY, deduplicating inserts, rejections, device state."""
+"""All of ingest's SQL: staging tables, COPY, deduplicating inserts, rejections (the device
+registry's own SQL is in devices/repository.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, timedelta
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import asyncpg
 
@@ -51,24 +52,6 @@ async def prepare_connection(conn: Connection) -> None:
         )
 
 
-class DeviceState(NamedTuple):
-    kind: Kind
-    enabled: bool
-
-
-async def load_devices(
-    conn: Connection, device_ids: Sequence[str] | None = None
-) -> dict[str, DeviceState]:
-    if device_ids is None:
-        rows = await conn.fetch("SELECT device_id, kind, enabled FROM devices")
-    else:
-        rows = await conn.fetch(
-            "SELECT device_id, kind, enabled FROM devices WHERE device_id = ANY($1::text[])",
-            list(device_ids),
-        )
-    return {row["device_id"]: DeviceState(Kind(row["kind"]), row["enabled"]) for row in rows}
-
-
 # The same marking when the rows went straight into the hypertable: minutes from Python.
 _MARK_DIRTY_MINUTES: Final = (
     "INSERT INTO rollup_dirty (kind, device_id, minute)"
@@ -109,35 +92,6 @@ async def store_readings(conn: Connection, kind: Kind, rows: Sequence[tuple[Any,
 async def store_rejections(conn: Connection, records: Iterable[tuple[Any, ...]]) -> None:
     await conn.copy_records_to_table(
         "ingest_rejections", records=list(records), columns=REJECTION_COLUMNS
-    )
-
-
-class DeviceUpdate(NamedTuple):
-    device_id: str
-    kind: Kind
-    seen: bool
-    status: str | None
-
-
-async def update_devices(conn: Connection, updates: Sequence[DeviceUpdate]) -> None:
-    """Last-seen times and online/offline states of a batch in one statement. Rows are locked in
-    id order so replicas updating the same devices queue behind each other, never deadlock."""
-    ordered = sorted(updates)
-    await conn.execute(
-        "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[])"
-        "  AS u(device_id, kind, seen, status)),"
-        " locked AS (SELECT d.device_id FROM devices AS d JOIN v"
-        "  ON d.device_id = v.device_id AND d.kind = v.kind ORDER BY d.device_id FOR UPDATE OF d)"
-        " UPDATE devices AS d SET"
-        "  last_seen = CASE WHEN v.seen THEN now() ELSE d.last_seen END,"
-        "  status = coalesce(v.status, d.status),"
-        "  updated_at = CASE WHEN v.status IS NULL THEN d.updated_at ELSE now() END"
-        " FROM v JOIN locked ON locked.device_id = v.device_id"
-        " WHERE d.device_id = v.device_id",
-        [u.device_id for u in ordered],
-        [u.kind.value for u in ordered],
-        [u.seen for u in ordered],
-        [u.status for u in ordered],
     )
 
 

@@ -8,36 +8,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any
 
 import asyncpg
 import structlog
 
 from core.config import IngestSettings
-from core.db import Connection
+from core.db import DATABASE_UNAVAILABLE, RETRYABLE, Connection
+from devices import service as registry
 from devices.contract import Kind
+from devices.schemas import Presence
+from devices.service import DeviceDirectory
 from ingest import metrics, repository
-from ingest.repository import DeviceState, DeviceUpdate
 from ingest.schemas import FlushResult, ParsedMessage, Reason
 
 log = structlog.get_logger(__name__)
-
-# Failures that say the database is away, not that it refused our data: retry the same batch.
-TRANSIENT_ERRORS: Final = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.InsufficientResourcesError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    # The connection's state machine broken by the outage mid-operation ("cannot switch to
-    # state ...; another operation is in progress"): a fresh connection clears it. Not retried,
-    # the batch was abandoned and its messages held the Receive Maximum until a reconnect.
-    asyncpg.InternalClientError,
-)
-
 
 # Acknowledges the ack tokens of a committed batch (ingest.bulkack.BulkAckHandler.acknowledge).
 Acknowledge = Callable[[list[int]], object]
@@ -79,9 +64,9 @@ class IngestService:
         self._has_items = asyncio.Event()
         self._full = asyncio.Event()
         self._closing = asyncio.Event()
-        self._devices: dict[str, DeviceState] = {}
-        self._devices_loaded_at = float("-inf")
-        self._unknown_checked_at: dict[str, float] = {}
+        self._directory = DeviceDirectory(
+            refresh_s=settings.device_refresh_s, recheck_s=settings.unknown_device_recheck_s
+        )
         self._acknowledge: Acknowledge = _acknowledge_nothing
         self.totals = Totals()
 
@@ -187,7 +172,7 @@ class IngestService:
         while True:
             try:
                 return await self._write(messages)
-            except TRANSIENT_ERRORS as exc:
+            except RETRYABLE as exc:
                 metrics.DB_RETRIES.inc()
                 log.warning(
                     "database unavailable, batch kept unacknowledged",
@@ -221,7 +206,7 @@ class IngestService:
             await self._check_devices(conn, messages)
             rows_by_kind: dict[Kind, list[tuple[Any, ...]]] = {}
             rejections = []
-            devices: dict[str, DeviceUpdate] = {}
+            devices: dict[str, Presence] = {}
             for message in messages:
                 rejections.extend(message.rejections)
                 if message.kind is None or message.device_id is None:
@@ -230,7 +215,7 @@ class IngestService:
                     rows_by_kind.setdefault(message.kind, []).extend(message.rows)
                 earlier = devices.get(message.device_id)
                 if message.rows or message.status is not None:
-                    devices[message.device_id] = DeviceUpdate(
+                    devices[message.device_id] = Presence(
                         message.device_id,
                         message.kind,
                         bool(message.rows) or (earlier is not None and earlier.seen),
@@ -247,7 +232,7 @@ class IngestService:
                 if rejections:
                     await repository.store_rejections(conn, (r.record() for r in rejections))
                 if devices:
-                    await repository.update_devices(conn, list(devices.values()))
+                    await registry.record_presence(conn, list(devices.values()))
         for rejection in rejections:
             metrics.READINGS_REJECTED.labels(rejection.reason.value).inc()
         metrics.BATCH_SIZE.observe(received + len(rejections))
@@ -261,26 +246,14 @@ class IngestService:
 
     async def _check_devices(self, conn: Connection, messages: Sequence[ParsedMessage]) -> None:
         """Refuse messages of devices that are unknown, disabled, or registered as another kind."""
-        now = time.monotonic()
-        if now - self._devices_loaded_at > self._settings.device_refresh_s:
-            self._devices = await repository.load_devices(conn)
-            self._devices_loaded_at = now
-            self._unknown_checked_at.clear()
-        unknown = {
-            m.device_id
-            for m in messages
-            if not m.device_checked and m.device_id is not None and m.device_id not in self._devices
-        }
-        recheck = [
-            device_id
-            for device_id in unknown
-            if now - self._unknown_checked_at.get(device_id, float("-inf"))
-            > self._settings.unknown_device_recheck_s
-        ]
-        if recheck:
-            self._devices.update(await repository.load_devices(conn, recheck))
-            for device_id in recheck:
-                self._unknown_checked_at[device_id] = now
+        directory = self._directory
+        await directory.reload_if_due(conn)
+        await directory.look_up(
+            conn,
+            directory.due_for_lookup(
+                m.device_id for m in messages if not m.device_checked and m.device_id is not None
+            ),
+        )
         for message in messages:
             if message.device_checked or message.device_id is None or message.kind is None:
                 continue
@@ -288,7 +261,7 @@ class IngestService:
                 # A status of an unknown device changes nothing; the UPDATE matches no row.
                 continue
             message.device_checked = True
-            state = self._devices.get(message.device_id)
+            state = directory.get(message.device_id)
             if state is None:
                 message.reject_all(
                     Reason.UNKNOWN_DEVICE, f"device {message.device_id!r} is not registered"
@@ -319,6 +292,6 @@ class IngestService:
         while True:
             try:
                 await self.apply_retention()
-            except TRANSIENT_ERRORS as exc:
+            except DATABASE_UNAVAILABLE as exc:
                 log.warning("retention postponed, database unavailable", error=repr(exc))
             await asyncio.sleep(self._settings.retention_interval_s)

@@ -63,11 +63,6 @@ async def backfill(
         await conn.execute(sql.backfill_coarser(kind, tier), start, end)
 
 
-async def dirty_count(conn: Connection) -> int:
-    count: int = await conn.fetchval("SELECT count(*) FROM rollup_dirty")
-    return count
-
-
 async def series(
     conn: Connection,
     kind: Kind,

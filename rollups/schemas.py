@@ -7,8 +7,7 @@ from enum import StrEnum
 from typing import Final
 
 from devices.contract import METRICS, METRICS_BY_NAME, Kind, Metric
-
-CITY_TIMEZONE: Final = "Asia/Almaty"
+from rollups.buckets import DAY, HOUR, MINUTE, Bucket
 
 
 class Tier(StrEnum):
@@ -22,16 +21,14 @@ class Tier(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class TierSpec:
-    interval: str  # what Postgres reads
-    seconds: int
-    city_calendar: bool  # buckets start at Almaty midnight
+    bucket: Bucket  # the day tier's buckets start at Almaty midnight
     source: Tier  # the tier it is recomputed from
 
 
 TIERS: Final[dict[Tier, TierSpec]] = {
-    Tier.MINUTE: TierSpec("1 minute", 60, False, Tier.RAW),
-    Tier.HOUR: TierSpec("1 hour", 3600, False, Tier.MINUTE),
-    Tier.DAY: TierSpec("1 day", 86_400, True, Tier.HOUR),
+    Tier.MINUTE: TierSpec(MINUTE, Tier.RAW),
+    Tier.HOUR: TierSpec(HOUR, Tier.MINUTE),
+    Tier.DAY: TierSpec(DAY, Tier.HOUR),
 }
 ROLLED_TIERS: Final = (Tier.MINUTE, Tier.HOUR, Tier.DAY)
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Final
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
 
 import asyncpg
 import structlog
@@ -18,12 +15,10 @@ from core.config import RollupSettings
 from core.db import Connection
 from devices.contract import Kind
 from rollups import repository
-from rollups.schemas import CITY_TIMEZONE, ROLLED_TIERS, TIERS, Tier
+from rollups.buckets import DAY, Bucket
+from rollups.schemas import ROLLED_TIERS, TIERS, Tier
 
 log = structlog.get_logger(__name__)
-
-CITY_ZONE: Final = ZoneInfo(CITY_TIMEZONE)
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # --- the query planner ------------------------------------------------------------------------
@@ -41,54 +36,28 @@ class Plan:
     timezone: str | None
 
 
-def _floor_fixed(ts: datetime, seconds: int) -> datetime:
-    offset = (ts - _EPOCH).total_seconds()
-    return _EPOCH + timedelta(seconds=math.floor(offset / seconds) * seconds)
-
-
-def _ceil_fixed(ts: datetime, seconds: int) -> datetime:
-    offset = (ts - _EPOCH).total_seconds()
-    return _EPOCH + timedelta(seconds=math.ceil(offset / seconds) * seconds)
-
-
-def _floor_day(ts: datetime) -> datetime:
-    local = ts.astimezone(CITY_ZONE)
-    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
-
-
-def _ceil_day(ts: datetime) -> datetime:
-    floor = _floor_day(ts)
-    if floor == ts:
-        return floor
-    # Almaty has no daylight saving: a local day is 24 hours.
-    return floor + timedelta(days=1)
-
-
-def choose_tier(seconds: int, city_calendar: bool) -> Tier:
+def choose_tier(width: Bucket) -> Tier:
     """The coarsest tier whose buckets tile the query bucket: days (Almaty) for calendar
     buckets, hours or minutes for fixed widths that are multiples of them, raw otherwise."""
-    if city_calendar:
+    if width.city_calendar:
         return Tier.DAY
     for tier in (Tier.HOUR, Tier.MINUTE):
-        if seconds % TIERS[tier].seconds == 0:
+        if width.seconds % TIERS[tier].bucket.seconds == 0:
             return tier
     return Tier.RAW
 
 
-def plan(
-    query_width: str, seconds: int, city_calendar: bool, start: datetime, end: datetime
-) -> Plan:
-    """Plan a query of buckets ``query_width`` over [start, end)."""
-    timezone = CITY_TIMEZONE if city_calendar else None
-    tier = choose_tier(seconds, city_calendar)
-    if tier is Tier.DAY:
-        tier_start, tier_end = _ceil_day(start), _floor_day(end)
-    elif tier is not Tier.RAW:
-        width = TIERS[tier].seconds
-        tier_start, tier_end = _ceil_fixed(start, width), _floor_fixed(end, width)
-    if tier is Tier.RAW or tier_start >= tier_end:
-        return Plan(Tier.RAW, end, end, query_width, query_width, timezone)
-    return Plan(tier, tier_start, tier_end, TIERS[tier].interval, query_width, timezone)
+def plan(width: Bucket, start: datetime, end: datetime) -> Plan:
+    """Plan a query of ``width`` buckets over [start, end)."""
+    tier = choose_tier(width)
+    if tier is not Tier.RAW:
+        tier_bucket = TIERS[tier].bucket
+        tier_start, tier_end = tier_bucket.ceil(start), tier_bucket.floor(end)
+        if tier_start < tier_end:
+            return Plan(
+                tier, tier_start, tier_end, tier_bucket.interval, width.interval, width.timezone
+            )
+    return Plan(Tier.RAW, end, end, width.interval, width.interval, width.timezone)
 
 
 async def series(
@@ -199,7 +168,7 @@ async def run(pool: asyncpg.Pool, settings: RollupSettings, stop: asyncio.Event)
 async def backfill(pool: asyncpg.Pool, start: datetime, end: datetime, step_days: int = 7) -> None:
     """Recompute every tier over [start, end) from raw, a week at a time (bulk loads).
     ``start`` and ``end`` are widened to Almaty midnights so every day bucket is whole."""
-    start, end = _floor_day(start), _ceil_day(end)
+    start, end = DAY.floor(start), DAY.ceil(end)
     for kind in Kind:
         for tier in ROLLED_TIERS:
             cursor = start

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from devices.contract import METRICS, METRICS_BY_NAME, Kind, Metric, readings_table
 from rollups.schemas import (
-    CITY_TIMEZONE,
     TIERS,
     WINDOW_METRIC,
     Tier,
@@ -163,8 +162,8 @@ def recompute_minutes(kind: Kind) -> str:
 
 
 def _coarser(tier: Tier) -> tuple[str, str | None]:
-    spec = TIERS[tier]
-    return spec.interval, CITY_TIMEZONE if spec.city_calendar else None
+    bucket = TIERS[tier].bucket
+    return bucket.interval, bucket.timezone
 
 
 def recompute_coarser(kind: Kind, tier: Tier) -> str:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Final
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi import APIRouter, Depends, Path, Query, status
 from fastapi.responses import StreamingResponse
 
-from alerts import service
-from alerts.schemas import (
+from api import sse
+from api.alerts import service
+from api.alerts.schemas import (
     Alert,
     AlertList,
     AlertState,
@@ -20,10 +20,9 @@ from alerts.schemas import (
     RuleList,
     RulePatch,
 )
-from alerts.service import AlertClient, AlertFeed
+from api.alerts.service import AlertFeed, AlertMailbox
 from api.auth import Admin, Operator, live_principal, require
-from api.dependencies import PoolDep
-from api.errors import ServiceUnavailable
+from api.dependencies import AlertFeedDep, PoolDep, SettingsDep
 from api.keys.schemas import Role
 from api.responses import AUTH, INVALID, conflict, not_found
 from api.schemas import ErrorBody
@@ -42,7 +41,6 @@ feeds = APIRouter(prefix="/api/v1", tags=["alerts"], responses={**INVALID, **AUT
 # bigserial ids: anything outside bigint cannot exist, and asyncpg cannot even send it.
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _NOT_FOUND: Final = not_found("rule or alert")
-SSE_MEDIA_TYPE: Final = "text/event-stream"
 
 
 @router.get("/alert-rules")
@@ -72,55 +70,40 @@ async def delete_rule(pool: PoolDep, rule_id: RowId, caller: Admin) -> None:
 
 
 async def _alert_stream(
-    feed: AlertFeed, client: AlertClient, snapshot: AlertList, heartbeat_s: float
+    feed: AlertFeed, mailbox: AlertMailbox, snapshot: AlertList, heartbeat_s: float
 ) -> AsyncIterator[bytes]:
     try:
-        yield b"event: snapshot\ndata: " + snapshot.model_dump_json().encode() + b"\n\n"
+        yield sse.event("snapshot", snapshot.model_dump_json().encode())
         while True:
-            if await _wait(client, heartbeat_s):
-                yield b"".join(b"event: alert\ndata: " + data + b"\n\n" for data in client.take())
+            if await mailbox.wait(heartbeat_s):
+                yield b"".join(sse.event("alert", data) for data in mailbox.take())
             else:
-                yield b"event: heartbeat\ndata: " + orjson.dumps({"ts": utc_now()}) + b"\n\n"
+                yield sse.event("heartbeat", orjson.dumps({"ts": utc_now()}))
     finally:
-        feed.unsubscribe(client)
-
-
-async def _wait(client: AlertClient, timeout_s: float) -> bool:
-    if client.pending:
-        return True
-    try:
-        await asyncio.wait_for(client.ready.wait(), timeout_s)
-    except TimeoutError:
-        return False
-    return True
+        feed.unsubscribe(mailbox)
 
 
 @feeds.get(
     "/alerts/live",
     dependencies=[Depends(live_principal)],
     response_class=StreamingResponse,
-    responses={200: {"content": {SSE_MEDIA_TYPE: {}}, "description": "an event stream"}},
+    responses=sse.OPENAPI,
 )
-async def alerts_live(request: Request, pool: PoolDep) -> StreamingResponse:
+async def alerts_live(
+    pool: PoolDep, settings: SettingsDep, feed: AlertFeedDep
+) -> StreamingResponse:
     """Server-Sent Events: ``snapshot`` of the unresolved alerts, then an ``alert`` event for
     every change (opened, acknowledged, resolved) made by any replica."""
-    feed: AlertFeed | None = getattr(request.app.state, "alert_feed", None)
-    if feed is None:
-        raise ServiceUnavailable("the alert feed is disabled", code="alerts_disabled")
-    client = feed.subscribe()
+    # Subscribed before the snapshot is read: a change in between is sent, never lost.
+    mailbox = feed.subscribe()
     try:
         snapshot = await service.list_alerts(
             pool, [AlertState.OPEN, AlertState.ACKNOWLEDGED], None, 1000
         )
     except BaseException:
-        feed.unsubscribe(client)
+        feed.unsubscribe(mailbox)
         raise
-    heartbeat_s: float = request.app.state.settings.live.heartbeat_s
-    return StreamingResponse(
-        _alert_stream(feed, client, snapshot, heartbeat_s),
-        media_type=SSE_MEDIA_TYPE,
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return sse.response(_alert_stream(feed, mailbox, snapshot, settings.live.heartbeat_s))
 
 
 @router.get("/alerts")

@@ -19,8 +19,8 @@ import orjson
 import structlog
 from pydantic import ValidationError
 
-from alerts import repository
-from alerts.schemas import (
+from api.alerts import repository
+from api.alerts.schemas import (
     Alert,
     AlertList,
     AlertState,
@@ -31,14 +31,15 @@ from alerts.schemas import (
     RuleList,
     RulePatch,
 )
-from api.errors import Conflict, InvalidQuery, NotFound
 from core.config import Settings
-from core.db import Connection
+from core.db import DATABASE_UNAVAILABLE, Connection
+from core.errors import Conflict, Invalid, NotFound
+from core.fanout import FanOut, Mailbox
+from devices import service as registry
 from devices.contract import Kind
 
 log = structlog.get_logger(__name__)
 
-_DB_AWAY: Final = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
 LISTEN_RETRY_S: Final = 2.0
 
 
@@ -70,14 +71,14 @@ async def _evaluate_rule(conn: asyncpg.pool.PoolConnectionProxy, rule: Rule) -> 
     breaching: dict[str, float | None] = {}
     normal: set[str] = set()
     if rule.condition is Condition.OFFLINE:
-        rows = await repository.offline_devices(
+        silent = await registry.silent_devices(
             conn,
             silent_for=window,
             kind=rule.kind.value if rule.kind else None,
             district=rule.district.value if rule.district else None,
             device_id=rule.device_id,
         )
-        breaching = {row["device_id"]: None for row in rows}
+        breaching = dict.fromkeys(silent)
         normal = set(active) - set(breaching)
     else:
         assert rule.kind is not None
@@ -140,40 +141,15 @@ async def run_evaluator(pool: asyncpg.Pool, interval_s: float) -> None:
     while True:
         try:
             await evaluate(pool)
-        except _DB_AWAY as exc:
+        except DATABASE_UNAVAILABLE as exc:
             log.warning("alert evaluation postponed, database unavailable", error=repr(exc))
         await asyncio.sleep(interval_s)
 
 
-class AlertFeed:
-    """Alert changes fanned out to clients, conflated per alert (the newest state wins)."""
-
-    def __init__(self) -> None:
-        self._clients: set[AlertClient] = set()
-
-    def publish(self, alert_id: int, data: bytes) -> None:
-        for client in self._clients:
-            client.pending[alert_id] = data
-            client.ready.set()
-
-    def subscribe(self) -> AlertClient:
-        client = AlertClient()
-        self._clients.add(client)
-        return client
-
-    def unsubscribe(self, client: AlertClient) -> None:
-        self._clients.discard(client)
-
-
-class AlertClient:
-    def __init__(self) -> None:
-        self.pending: dict[int, bytes] = {}
-        self.ready = asyncio.Event()
-
-    def take(self) -> list[bytes]:
-        pending, self.pending = self.pending, {}
-        self.ready.clear()
-        return list(pending.values())
+# Alert changes fanned out to this replica's feed clients, conflated per alert id (the newest
+# state of an alert wins): the same mechanism as the live readings.
+AlertFeed = FanOut[int, bytes]
+AlertMailbox = Mailbox[int, bytes]
 
 
 def _setter(event: asyncio.Event) -> Callable[[object], None]:
@@ -192,7 +168,7 @@ async def listen(settings: Settings, feed: AlertFeed) -> None:
             conn = await asyncpg.connect(
                 settings.database_url, server_settings={"application_name": "api-alerts"}
             )
-        except _DB_AWAY as exc:
+        except DATABASE_UNAVAILABLE as exc:
             log.warning("alert listener cannot connect", error=repr(exc))
             await asyncio.sleep(LISTEN_RETRY_S)
             continue
@@ -201,10 +177,10 @@ async def listen(settings: Settings, feed: AlertFeed) -> None:
         try:
             await conn.add_listener(repository.NOTIFY_CHANNEL, on_notify)
             await closed.wait()
-        except _DB_AWAY as exc:
+        except DATABASE_UNAVAILABLE as exc:
             log.warning("alert listener lost its connection", error=repr(exc))
         finally:
-            with contextlib.suppress(*_DB_AWAY):
+            with contextlib.suppress(*DATABASE_UNAVAILABLE):
                 await asyncio.shield(conn.close(timeout=2))
         await asyncio.sleep(LISTEN_RETRY_S)
 
@@ -240,7 +216,7 @@ async def update_rule(pool: asyncpg.Pool, rule_id: int, patch: RulePatch) -> Rul
             RuleFields.model_validate({**fields, **changes})
         except ValidationError as exc:
             messages = "; ".join(error["msg"] for error in exc.errors())
-            raise InvalidQuery(messages, code="invalid_rule") from exc
+            raise Invalid(messages, code="invalid_rule") from exc
         try:
             row = await repository.update_rule(conn, rule_id, patch.model_dump(mode="json"))
         except asyncpg.UniqueViolationError as exc:

@@ -13,11 +13,11 @@ from typing import Annotated, TypeVar
 import asyncpg
 import typer
 
-from api.errors import NotFound
 from api.keys import service
 from api.keys.schemas import ApiKeyCreate, Role
 from core.config import get_settings
 from core.db import create_pool
+from core.errors import NotFound
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 T = TypeVar("T")

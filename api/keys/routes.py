@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, status
 
 from api.auth import Admin, Reader
-from api.dependencies import PoolDep
+from api.dependencies import KeyCheckerDep, PoolDep
 from api.keys import service
 from api.keys.schemas import ApiKey, ApiKeyCreate, ApiKeyList, Caller, IssuedApiKey
 from api.responses import AUTH, INVALID, not_found
@@ -38,6 +38,6 @@ async def list_keys(
 
 
 @router.delete("/keys/{key_id}", responses=not_found("key"))
-async def revoke_key(request: Request, pool: PoolDep, key_id: str, caller: Admin) -> ApiKey:
+async def revoke_key(pool: PoolDep, checker: KeyCheckerDep, key_id: str, caller: Admin) -> ApiKey:
     """Revoke a key: refused at once by this replica, by every replica within seconds."""
-    return await service.revoke_key(pool, key_id, request.app.state.key_checker)
+    return await service.revoke_key(pool, key_id, checker)

@@ -18,11 +18,11 @@ from typing import Final
 import asyncpg
 import structlog
 
-from api.errors import NotFound
 from api.keys import repository
 from api.keys.schemas import ApiKey, ApiKeyCreate, IssuedApiKey, Role
 from core.config import Settings
 from core.db import create_pool
+from core.errors import NotFound
 
 log = structlog.get_logger(__name__)
 

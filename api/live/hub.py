@@ -1,58 +1,22 @@
-"""Fan-out of live readings to clients with per-device conflation.
+"""The newest reading per device of this replica, fanned out to live clients.
 
-The MQTT callback calls ``LiveHub.publish`` synchronously: it never awaits a client. Each client
-has a dict of pending readings keyed by device, so a client that does not read holds at most one
-reading per device (the newest) and never slows the others or the broker connection.
+The broker callback calls ``LiveHub.publish`` synchronously: it never awaits a client. Each
+client's mailbox (core/fanout.py) holds at most one reading per device, the newest, so a client
+that does not read never slows the others or the broker connection.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Iterable
 from datetime import datetime
 
 from api.live.schemas import LiveFilter, LiveReading
 from api.schemas import Values
+from core.fanout import FanOut, Mailbox
 from devices.contract import District, Kind
 
-
-class Subscriber:
-    """One client's pending readings: the newest per device, until the client takes them."""
-
-    def __init__(self, live_filter: LiveFilter) -> None:
-        self.filter = live_filter
-        self._pending: dict[str, LiveReading] = {}
-        self._ready = asyncio.Event()
-        self.offered = 0
-        self.conflated = 0
-
-    def offer(self, reading: LiveReading) -> None:
-        self.offered += 1
-        if reading.device_id in self._pending:
-            self.conflated += 1
-        self._pending[reading.device_id] = reading
-        self._ready.set()
-
-    def take(self) -> list[LiveReading]:
-        """Everything pending, oldest change first; the client's queue is empty afterwards."""
-        pending, self._pending = self._pending, {}
-        self._ready.clear()
-        return sorted(pending.values(), key=lambda reading: reading.seq)
-
-    async def wait(self, timeout_s: float) -> bool:
-        """Wait until a reading is pending; False on timeout."""
-        if self._pending:
-            return True
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
-
-    @property
-    def backlog(self) -> int:
-        return len(self._pending)
+Subscriber = Mailbox[str, LiveReading]
 
 
 class LiveHub:
@@ -63,7 +27,7 @@ class LiveHub:
         self._seq = itertools.count(1)
         self.last_seq = 0
         self.latest: dict[str, LiveReading] = {}
-        self._subscribers: set[Subscriber] = set()
+        self._fanout: FanOut[str, LiveReading] = FanOut()
 
     def publish(
         self,
@@ -93,9 +57,7 @@ class LiveHub:
             self.last_seq, device_id, kind, district, ts, received_at, values, data
         )
         self.latest[device_id] = reading
-        for subscriber in self._subscribers:
-            if subscriber.filter.matches(kind, district, device_id):
-                subscriber.offer(reading)
+        self._fanout.publish(device_id, reading)
         return reading
 
     def forget(self, device_ids: Iterable[str]) -> None:
@@ -104,16 +66,14 @@ class LiveHub:
             self.latest.pop(device_id, None)
 
     def subscribe(self, live_filter: LiveFilter) -> Subscriber:
-        subscriber = Subscriber(live_filter)
-        self._subscribers.add(subscriber)
-        return subscriber
+        return self._fanout.subscribe(live_filter.accepts)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.discard(subscriber)
+        self._fanout.unsubscribe(subscriber)
 
     @property
     def clients(self) -> int:
-        return len(self._subscribers)
+        return self._fanout.readers
 
     def snapshot(self, live_filter: LiveFilter, after_seq: int = 0) -> list[LiveReading]:
         """The newest reading of each matching device, only those changed after ``after_seq``."""

@@ -13,17 +13,19 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Final
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Header, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from api import sse
 from api.auth import live_principal, websocket_principal
-from api.errors import ApiError, ServiceUnavailable
+from api.dependencies import KeyCheckerDep, LiveDep, MaybeLiveDep, SettingsDep
+from api.errors import http_headers, http_status
 from api.live import metrics
 from api.live.hub import LiveHub, Subscriber
 from api.live.schemas import LiveFilter, LiveReading
-from api.live.service import LiveService
 from api.responses import AUTH, INVALID
 from core.config import LiveSettings
+from core.errors import AppError, Unavailable
 from devices.contract import District, Kind, utc_now
 
 router = APIRouter(
@@ -32,7 +34,6 @@ router = APIRouter(
     responses={**INVALID, **AUTH},
 )
 
-SSE_MEDIA_TYPE: Final = "text/event-stream"
 WS_GOING_AWAY: Final = 1001
 WS_POLICY_VIOLATION: Final = 1008
 
@@ -51,20 +52,13 @@ def _filter(
     return LiveFilter(frozenset(kinds or ()), frozenset(districts or ()), frozenset(ids))
 
 
-def _service(app_state: object) -> LiveService:
-    live: LiveService | None = getattr(app_state, "live", None)
-    if live is None:
-        raise ServiceUnavailable("live feeds are disabled on this replica", code="live_disabled")
-    return live
-
-
 def _subscribe(
     hub: LiveHub, settings: LiveSettings, live_filter: LiveFilter, last_event_id: str | None
 ) -> tuple[Subscriber, list[LiveReading], int]:
     """Register the client and take its snapshot in one step (no await between), so nothing
     published in between is lost or sent twice."""
     if hub.clients >= settings.max_clients:
-        raise ServiceUnavailable("too many live clients on this replica", code="live_full")
+        raise Unavailable("too many live clients on this replica", code="live_full")
     subscriber = hub.subscribe(live_filter)
     snapshot = hub.snapshot(live_filter, hub.resume_point(last_event_id))
     return subscriber, snapshot, hub.last_seq
@@ -72,11 +66,6 @@ def _subscribe(
 
 def _snapshot_json(items: list[LiveReading]) -> bytes:
     return b'{"items":[' + b",".join(item.data for item in items) + b"]}"
-
-
-def _sse(event: str, data: bytes, event_id: str | None = None) -> bytes:
-    head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {event}\ndata: ".encode() + data + b"\n\n"
 
 
 async def _sse_stream(
@@ -88,18 +77,19 @@ async def _sse_stream(
     subscriber, snapshot, seq = _subscribe(hub, settings, live_filter, last_event_id)
     metrics.CLIENTS.labels("sse").inc()
     try:
-        yield f"retry: {settings.reconnect_ms}\n\n".encode()
-        yield _sse("snapshot", _snapshot_json(snapshot), hub.event_id(seq))
+        yield sse.retry(settings.reconnect_ms)
+        yield sse.event("snapshot", _snapshot_json(snapshot), hub.event_id(seq))
         deadline = time.monotonic() + settings.max_connection_s
         while (remaining := deadline - time.monotonic()) > 0:
             if await subscriber.wait(min(settings.heartbeat_s, remaining)):
                 yield b"".join(
-                    _sse("reading", item.data, hub.event_id(item.seq)) for item in subscriber.take()
+                    sse.event("reading", item.data, hub.event_id(item.seq))
+                    for item in subscriber.take()
                 )
             elif time.monotonic() < deadline:
-                yield _sse("heartbeat", orjson.dumps({"ts": utc_now()}))
+                yield sse.event("heartbeat", orjson.dumps({"ts": utc_now()}))
         hint = orjson.dumps({"after_ms": settings.reconnect_ms})
-        yield f"retry: {settings.reconnect_ms}\n\n".encode() + _sse("reconnect", hint)
+        yield sse.retry(settings.reconnect_ms) + sse.event("reconnect", hint)
     finally:
         hub.unsubscribe(subscriber)
         metrics.CLIENTS.labels("sse").dec()
@@ -109,11 +99,12 @@ async def _sse_stream(
     "/live",
     dependencies=[Depends(live_principal)],
     response_class=StreamingResponse,
-    responses={200: {"content": {SSE_MEDIA_TYPE: {}}, "description": "an event stream"}},
+    responses=sse.OPENAPI,
 )
 async def live_sse(
     *,
-    request: Request,
+    live: LiveDep,
+    settings: SettingsDep,
     kinds: KindsQuery = None,
     districts: DistrictsQuery = None,
     devices: DevicesQuery = None,
@@ -124,16 +115,10 @@ async def live_sse(
 ) -> StreamingResponse:
     """Server-Sent Events: ``snapshot``, then ``reading`` events (newest per device), a
     ``heartbeat`` when idle, and ``reconnect`` at the end of the connection's lifetime."""
-    live = _service(request.app.state)
-    settings: LiveSettings = request.app.state.settings.live
     stream = _sse_stream(
-        live.hub, settings, _filter(kinds, districts, devices), last_event_id or resume_from
+        live.hub, settings.live, _filter(kinds, districts, devices), last_event_id or resume_from
     )
-    return StreamingResponse(
-        stream,
-        media_type=SSE_MEDIA_TYPE,
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return sse.response(stream)
 
 
 def _ws_message(kind: str, event_id: str | None, body: bytes, key: bytes = b"data") -> str:
@@ -175,13 +160,13 @@ async def _ws_drain(websocket: WebSocket) -> None:
                 return
 
 
-async def _deny(websocket: WebSocket, exc: ApiError) -> None:
+async def _deny(websocket: WebSocket, exc: AppError) -> None:
     """Refuse the handshake with the HTTP status and error body when the server can send one
     (uvicorn can); otherwise close with "policy violation"."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         body = {"error": exc.code, "detail": exc.detail}
         await websocket.send_denial_response(
-            JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+            JSONResponse(body, status_code=http_status(exc), headers=http_headers(exc))
         )
     else:
         await websocket.close(WS_POLICY_VIOLATION, exc.code)
@@ -189,7 +174,11 @@ async def _deny(websocket: WebSocket, exc: ApiError) -> None:
 
 @router.websocket("/live/ws")
 async def live_ws(
+    *,
     websocket: WebSocket,
+    checker: KeyCheckerDep,
+    live: MaybeLiveDep,
+    settings: SettingsDep,
     kinds: KindsQuery = None,
     districts: DistrictsQuery = None,
     devices: DevicesQuery = None,
@@ -197,27 +186,25 @@ async def live_ws(
 ) -> None:
     """WebSocket: JSON messages ``{"type": "snapshot" | "reading" | "heartbeat" | "reconnect"}``."""
     try:
-        await websocket_principal(websocket)
-    except ApiError as exc:
+        await websocket_principal(websocket, checker)
+    except AppError as exc:
         await _deny(websocket, exc)
         return
-    live: LiveService | None = getattr(websocket.app.state, "live", None)
     if live is None:
         await websocket.close(1013, "live feeds are disabled on this replica")
         return
-    settings: LiveSettings = websocket.app.state.settings.live
     live_filter = _filter(kinds, districts, devices)
     await websocket.accept()
     try:
-        subscriber, snapshot, seq = _subscribe(live.hub, settings, live_filter, last_event_id)
-    except ServiceUnavailable:
+        subscriber, snapshot, seq = _subscribe(live.hub, settings.live, live_filter, last_event_id)
+    except Unavailable:
         await websocket.close(1013, "too many live clients; retry later")
         return
     sender = asyncio.create_task(
         _ws_send(
             websocket=websocket,
             hub=live.hub,
-            settings=settings,
+            settings=settings.live,
             subscriber=subscriber,
             snapshot=snapshot,
             seq=seq,

@@ -27,6 +27,9 @@ class LiveFilter:
             and (not self.devices or device_id in self.devices)
         )
 
+    def accepts(self, reading: LiveReading) -> bool:
+        return self.matches(reading.kind, reading.district, reading.device_id)
+
 
 @dataclass(frozen=True, slots=True)
 class LiveReading:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
+from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any, Final
 
@@ -15,21 +15,20 @@ import gmqtt
 import structlog
 
 from api import repository as api_repository
-from api.live import metrics, repository
+from api.live import metrics
 from api.live.hub import LiveHub
-from api.live.repository import LiveDevice
 from core.config import Settings
+from core.db import DATABASE_UNAVAILABLE
 from core.mqtt import RECONNECT_DELAY_S, connect, make_client
 from devices.contract import TOPIC_ROOT, Kind, metric_names
 from devices.contract import utc_now as now
+from devices.service import DeviceDirectory
 from ingest.parser import parse_message
 from ingest.schemas import ParsedMessage
 
 log = structlog.get_logger(__name__)
 
 SUBSCRIBE_TIMEOUT_S: Final = 10.0
-# Failures that mean the database is away for a moment: keep the cache, try again later.
-_DB_AWAY: Final = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError)
 _METRICS: Final = {kind: metric_names(kind) for kind in Kind}
 
 
@@ -43,12 +42,14 @@ class LiveService:
         self.replica_id = uuid.uuid4().hex[:8]
         self.hub = LiveHub(self.replica_id)
         self._late_window = timedelta(seconds=settings.ingest.late_window_s)
-        self._devices: dict[str, LiveDevice] = {}
+        self._directory = DeviceDirectory(
+            refresh_s=settings.live.device_refresh_s,
+            recheck_s=settings.live.unknown_device_recheck_s,
+        )
         self._unresolved: dict[str, ParsedMessage] = {}
-        self._checked_at: dict[str, float] = {}
         self._resolve = asyncio.Event()
         self._subscribed = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self.client = make_client(
             settings.mqtt_as(settings.api), f"{settings.live.client_id_prefix}-{self.replica_id}"
         )
@@ -60,17 +61,15 @@ class LiveService:
         """Load the registry and the newest readings, then subscribe and wait for the grant."""
         await self.refresh_devices()
         await self.warm()
-        self._tasks = [
-            asyncio.create_task(self._refresh_loop(), name="live-registry"),
-            asyncio.create_task(self._resolve_loop(), name="live-resolver"),
-        ]
+        self._spawn(self._refresh_loop(), "live-registry")
+        self._spawn(self._resolve_loop(), "live-resolver")
         try:
             await connect(self.client, self._settings.mqtt_as(self._settings.api))
             await asyncio.wait_for(self._subscribed.wait(), SUBSCRIBE_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             # The REST API must not depend on the broker: serve, and keep trying to subscribe.
             log.warning("live feed cannot reach the broker yet", error=repr(exc))
-            self._tasks.append(asyncio.create_task(self._connect_later(), name="live-connect"))
+            self._spawn(self._connect_later(), "live-connect")
             return
         log.info("live feed subscribed", replica=self.replica_id)
 
@@ -84,10 +83,18 @@ class LiveService:
             else:
                 return
 
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` until it ends or the service stops; a finished task is let go at once
+        (a reconnect refills the snapshot each time, and must not pile up tasks)."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.client.is_connected:
@@ -97,9 +104,7 @@ class LiveService:
 
     async def refresh_devices(self) -> None:
         async with self._pool.acquire() as conn:
-            devices = await repository.load_devices(conn)
-        self._devices = devices
-        self._checked_at.clear()
+            devices = await self._directory.reload(conn)
         self.hub.forget(
             [
                 device_id
@@ -114,7 +119,7 @@ class LiveService:
         async with self._pool.acquire() as conn:
             for kind in Kind:
                 for row in await api_repository.latest_readings(conn, kind, None):
-                    device = self._devices.get(row["device_id"])
+                    device = self._directory.get(row["device_id"])
                     if device is None or not device.enabled:
                         continue
                     self.hub.publish(
@@ -131,34 +136,26 @@ class LiveService:
             await asyncio.sleep(self._settings.live.device_refresh_s)
             try:
                 await self.refresh_devices()
-            except _DB_AWAY as exc:
+            except DATABASE_UNAVAILABLE as exc:
                 log.warning("live registry refresh postponed", error=repr(exc))
 
     async def _resolve_loop(self) -> None:
         """Look up devices the cache does not know yet; deliver their held newest reading."""
-        recheck = self._settings.live.unknown_device_recheck_s
         while True:
             await self._resolve.wait()
             self._resolve.clear()
             held, self._unresolved = self._unresolved, {}
-            moment = time.monotonic()
-            ask = [
-                device_id
-                for device_id in held
-                if moment - self._checked_at.get(device_id, float("-inf")) >= recheck
-            ]
+            ask = self._directory.due_for_lookup(held)
             if not ask:
                 continue
-            for device_id in ask:
-                self._checked_at[device_id] = moment
             try:
                 async with self._pool.acquire() as conn:
-                    self._devices.update(await repository.load_devices(conn, ask))
-            except _DB_AWAY as exc:
+                    await self._directory.look_up(conn, ask)
+            except DATABASE_UNAVAILABLE as exc:
                 log.warning("live device lookup failed", error=repr(exc))
                 continue
             for device_id in ask:
-                if device_id in self._devices:
+                if self._directory.get(device_id) is not None:
                     self._deliver(held[device_id])
 
     # --- MQTT ---------------------------------------------------------------------------------
@@ -170,7 +167,7 @@ class LiveService:
             # A clean session starts empty: subscribe again, and refill what we missed.
             for subscription in client.subscriptions:
                 client.resubscribe(subscription)
-            self._tasks.append(asyncio.create_task(self._rewarm(), name="live-rewarm"))
+            self._spawn(self._rewarm(), "live-rewarm")
 
     def _on_subscribe(self, client: gmqtt.Client, mid: int, qos: Any, props: Any) -> None:
         self._subscribed.set()
@@ -178,7 +175,7 @@ class LiveService:
     async def _rewarm(self) -> None:
         try:
             await self.warm()
-        except _DB_AWAY as exc:
+        except DATABASE_UNAVAILABLE as exc:
             log.warning("live snapshot refill failed", error=repr(exc))
 
     def _on_message(
@@ -192,7 +189,7 @@ class LiveService:
             late_window=self._late_window,
         )
         if message.rows and message.device_id is not None:
-            if message.device_id in self._devices:
+            if self._directory.get(message.device_id) is not None:
                 self._deliver(message)
             else:
                 self._unresolved[message.device_id] = message
@@ -204,7 +201,7 @@ class LiveService:
     def _deliver(self, message: ParsedMessage) -> None:
         """Offer the message's newest reading, if its device is registered, enabled and of the
         topic's kind: the same rule ingest applies before storing."""
-        device = self._devices.get(message.device_id or "")
+        device = self._directory.get(message.device_id or "")
         kind = message.kind
         if device is None or not device.enabled or kind is None or device.kind is not kind:
             metrics.DROPPED.inc()

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from api.buckets import parse_bucket
-from api.errors import InvalidQuery
 from api.service import decode_cursor, encode_cursor
+from core.errors import Invalid
+from rollups.buckets import parse_bucket
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_bucket_counts() -> None:
 
 def test_too_long_buckets_are_refused() -> None:
     for text in ("121mo", "3654d", "600w"):
-        with pytest.raises(InvalidQuery):
+        with pytest.raises(Invalid):
             parse_bucket(text)
 
 
@@ -55,6 +55,6 @@ def test_cursor_round_trip_keeps_microseconds() -> None:
 
 @pytest.mark.parametrize("cursor", ["", "!!!", "djE6bm90LWEtZGF0ZQ", "djI6MjAyNS0wNi0wMVQxMjowMA"])
 def test_foreign_cursors_are_refused(cursor: str) -> None:
-    with pytest.raises(InvalidQuery) as raised:
+    with pytest.raises(Invalid) as raised:
         decode_cursor(cursor)
     assert raised.value.code == "invalid_cursor"

@@ -11,9 +11,9 @@ import asyncpg
 import httpx
 import pytest
 
-from api.buckets import parse_bucket
 from devices.contract import District, Kind
 from rollups import service as rollups
+from rollups.buckets import parse_bucket
 from rollups.schemas import Tier, rollup_table
 from tests.api.conftest import insert_readings, parse_ts
 from tests.rollups.reference import Point, from_raw

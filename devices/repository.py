@@ -1,0 +1,186 @@
+"""All SQL on the device registry (the ``devices`` table): the one place any part reads or
+writes it. Values are always parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, Final
+
+import asyncpg
+
+from core.db import Connection
+from devices.contract import District, Kind
+from devices.schemas import Presence
+
+_DEVICE_COLUMNS: Final = (
+    "device_id, kind, district, lat, lon, metadata, enabled, status, last_seen, created_at"
+)
+
+
+def _where(clauses: Sequence[str]) -> str:
+    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+async def insert_device(
+    conn: Connection,
+    *,
+    device_id: str,
+    kind: Kind,
+    district: District,
+    lat: float | None,
+    lon: float | None,
+    metadata: dict[str, Any],
+    enabled: bool,
+) -> asyncpg.Record | None:
+    """Insert a device; None when the id is taken (no exception, so no aborted transaction)."""
+    return await conn.fetchrow(
+        "INSERT INTO devices (device_id, kind, district, lat, lon, metadata, enabled)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        f" ON CONFLICT (device_id) DO NOTHING RETURNING {_DEVICE_COLUMNS}",
+        device_id,
+        kind.value,
+        district.value,
+        lat,
+        lon,
+        metadata,
+        enabled,
+    )
+
+
+async def get_device(conn: Connection, device_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id = $1", device_id
+    )
+
+
+async def list_devices(
+    conn: Connection,
+    *,
+    kind: Kind | None,
+    district: District | None,
+    enabled: bool | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[asyncpg.Record], int]:
+    """One page of devices in id order, and how many match in all."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    for column, value in (
+        ("kind", kind.value if kind else None),
+        ("district", district.value if district else None),
+        ("enabled", enabled),
+        ("status", status),
+    ):
+        if value is not None:
+            args.append(value)
+            clauses.append(f"{column} = ${len(args)}")
+    where = _where(clauses)
+    total: int = await conn.fetchval(f"SELECT count(*) FROM devices {where}", *args)
+    rows = await conn.fetch(
+        f"SELECT {_DEVICE_COLUMNS} FROM devices {where} ORDER BY device_id"
+        f" LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+        *args,
+        limit,
+        offset,
+    )
+    return rows, total
+
+
+async def update_device(
+    conn: Connection,
+    device_id: str,
+    *,
+    district: District | None,
+    set_location: bool,
+    lat: float | None,
+    lon: float | None,
+    metadata: dict[str, Any] | None,
+    enabled: bool | None,
+) -> asyncpg.Record | None:
+    """Change only what is given (None keeps a column; ``set_location`` may clear lat/lon)."""
+    return await conn.fetchrow(
+        "UPDATE devices SET"
+        " district = COALESCE($2, district),"
+        " lat = CASE WHEN $3::boolean THEN $4 ELSE lat END,"
+        " lon = CASE WHEN $3::boolean THEN $5 ELSE lon END,"
+        " metadata = COALESCE($6::jsonb, metadata),"
+        " enabled = COALESCE($7, enabled),"
+        " updated_at = now()"
+        f" WHERE device_id = $1 RETURNING {_DEVICE_COLUMNS}",
+        device_id,
+        district.value if district else None,
+        set_location,
+        lat,
+        lon,
+        metadata,
+        enabled,
+    )
+
+
+async def directory_rows(
+    conn: Connection, device_ids: Sequence[str] | None = None
+) -> list[asyncpg.Record]:
+    """Kind, district and enabled flag of every device, or of the ones named."""
+    if device_ids is None:
+        return await conn.fetch("SELECT device_id, kind, district, enabled FROM devices")
+    return await conn.fetch(
+        "SELECT device_id, kind, district, enabled FROM devices WHERE device_id = ANY($1::text[])",
+        list(device_ids),
+    )
+
+
+async def devices_of(
+    conn: Connection, kind: Kind, district: District | None
+) -> list[asyncpg.Record]:
+    """Every device of a kind (in a district if given), enabled or not: history counts."""
+    return await conn.fetch(
+        f"SELECT {_DEVICE_COLUMNS} FROM devices"
+        " WHERE kind = $1 AND ($2::text IS NULL OR district = $2) ORDER BY device_id",
+        kind.value,
+        district.value if district else None,
+    )
+
+
+async def record_presence(conn: Connection, updates: Sequence[Presence]) -> None:
+    """Last-seen times and online/offline states of a batch in one statement. Rows are locked in
+    id order so replicas updating the same devices queue behind each other, never deadlock."""
+    ordered = sorted(updates)
+    await conn.execute(
+        "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[])"
+        "  AS u(device_id, kind, seen, status)),"
+        " locked AS (SELECT d.device_id FROM devices AS d JOIN v"
+        "  ON d.device_id = v.device_id AND d.kind = v.kind ORDER BY d.device_id FOR UPDATE OF d)"
+        " UPDATE devices AS d SET"
+        "  last_seen = CASE WHEN v.seen THEN now() ELSE d.last_seen END,"
+        "  status = coalesce(v.status, d.status),"
+        "  updated_at = CASE WHEN v.status IS NULL THEN d.updated_at ELSE now() END"
+        " FROM v JOIN locked ON locked.device_id = v.device_id"
+        " WHERE d.device_id = v.device_id",
+        [u.device_id for u in ordered],
+        [u.kind.value for u in ordered],
+        [u.seen for u in ordered],
+        [u.status for u in ordered],
+    )
+
+
+async def silent_devices(
+    conn: Connection,
+    *,
+    silent_for: timedelta,
+    kind: str | None,
+    district: str | None,
+    device_id: str | None,
+) -> list[asyncpg.Record]:
+    """Enabled devices silent for longer than ``silent_for``, or whose Last Will said offline."""
+    return await conn.fetch(
+        "SELECT device_id, last_seen, status FROM devices WHERE enabled"
+        " AND ((last_seen IS NOT NULL AND last_seen < now() - $1::interval) OR status = 'offline')"
+        " AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR district = $3)"
+        " AND ($4::text IS NULL OR device_id = $4)",
+        silent_for,
+        kind,
+        district,
+        device_id,
+    )
