@@ -248,6 +248,24 @@ class DeviceFaults:
         bad = [(mode, body) for body, mode in items if mode is not None]
         return Send(payload, good, bad)
 
+    def _reading_fault(
+        self, mode: FaultMode, reading: dict[str, Any], index: int, now: datetime, choice: float
+    ) -> dict[str, Any] | None:
+        """The reading as ``mode`` sends it now, or None when it is held back for later."""
+        if mode is FaultMode.OUT_OF_ORDER:
+            self._delayed.append((index + 1, reading))
+            return None
+        if mode is FaultMode.LATE:
+            self._delayed.append((index + self.plan.late_messages, reading))
+            return None
+        if mode is FaultMode.FUTURE_SKEW:
+            ahead = max(datetime.fromisoformat(reading["ts"]), now)
+            return {**reading, "ts": format_ts(ahead + timedelta(seconds=self.plan.skew_s))}
+        if mode is FaultMode.CLOCK_RESET:
+            since_boot = timedelta(seconds=self._reading_index)
+            return {**reading, "ts": format_ts(CLOCK_RESET_EPOCH + since_boot)}
+        return corrupt(mode, self.kind, reading, choice)
+
     def shape(self, readings: list[dict[str, Any]], now: datetime) -> list[Step]:
         """The steps that send this tick's ``readings`` (and whatever was held for now)."""
         index = self._message_index
@@ -270,19 +288,9 @@ class DeviceFaults:
                 items.append((reading, None))
                 continue
             injected[mode.value] += 1
-            if mode is FaultMode.OUT_OF_ORDER:
-                self._delayed.append((index + 1, reading))
-            elif mode is FaultMode.LATE:
-                self._delayed.append((index + self.plan.late_messages, reading))
-            elif mode is FaultMode.FUTURE_SKEW:
-                ahead = max(datetime.fromisoformat(reading["ts"]), now)
-                skewed = {**reading, "ts": format_ts(ahead + timedelta(seconds=self.plan.skew_s))}
-                items.append((skewed, mode))
-            elif mode is FaultMode.CLOCK_RESET:
-                since_boot = timedelta(seconds=self._reading_index)
-                items.append(({**reading, "ts": format_ts(CLOCK_RESET_EPOCH + since_boot)}, mode))
-            else:
-                items.append((corrupt(mode, self.kind, reading, choice), mode))
+            faulty = self._reading_fault(mode, reading, index, now, choice)
+            if faulty is not None:
+                items.append((faulty, mode))
         # Released after this tick's own readings: they arrive out of order.
         items.extend(self._release(index))
         if self._holding is not None:

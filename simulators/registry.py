@@ -36,6 +36,50 @@ class RegistrationResult:
     logins: dict[str, MqttLogin]
 
 
+class _Registrar:
+    """Registers devices one request at a time each, ``concurrency`` at once."""
+
+    def __init__(self, client: httpx.AsyncClient, api_url: str, concurrency: int) -> None:
+        self._client = client
+        self._api_url = api_url
+        self._limit = asyncio.Semaphore(concurrency)
+        self.created = 0
+        self.existing = 0
+        self.logins: dict[str, MqttLogin] = {}
+
+    async def _post(self, device: SimDevice, path: str, body: Any) -> httpx.Response:
+        try:
+            return await self._client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise RegistrationError(
+                f"could not register {device.device_id} at {self._api_url}: {exc!r}"
+            ) from exc
+
+    @staticmethod
+    def _failed(device: SimDevice, response: httpx.Response) -> RegistrationError:
+        return RegistrationError(
+            f"registering {device.device_id} failed: HTTP {response.status_code} "
+            f"{response.text[:300]}"
+        )
+
+    async def register(self, device: SimDevice) -> None:
+        async with self._limit:
+            response = await self._post(device, DEVICES_PATH, device.registration())
+            if response.status_code == HTTPStatus.CONFLICT:
+                self.existing += 1
+                path = CREDENTIALS_PATH.format(device_id=device.device_id)
+                response = await self._post(device, path, None)
+                if response.status_code != HTTPStatus.OK:
+                    raise self._failed(device, response)
+                login = response.json()
+            elif response.status_code == HTTPStatus.CREATED:
+                self.created += 1
+                login = response.json()["mqtt"]
+            else:
+                raise self._failed(device, response)
+        self.logins[device.device_id] = MqttLogin.model_validate(login)
+
+
 async def register_devices(
     api_url: str,
     devices: Sequence[SimDevice],
@@ -51,42 +95,6 @@ async def register_devices(
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    limit = asyncio.Semaphore(concurrency)
-    created = existing = 0
-    logins: dict[str, MqttLogin] = {}
-
-    async def post(client: httpx.AsyncClient, device: SimDevice, path: str, body: Any) -> Any:
-        try:
-            return await client.post(path, json=body)
-        except httpx.HTTPError as exc:
-            raise RegistrationError(
-                f"could not register {device.device_id} at {api_url}: {exc!r}"
-            ) from exc
-
-    def failed(device: SimDevice, response: httpx.Response) -> RegistrationError:
-        return RegistrationError(
-            f"registering {device.device_id} failed: HTTP {response.status_code} "
-            f"{response.text[:300]}"
-        )
-
-    async def register(client: httpx.AsyncClient, device: SimDevice) -> None:
-        nonlocal created, existing
-        async with limit:
-            response = await post(client, device, DEVICES_PATH, device.registration())
-            if response.status_code == HTTPStatus.CONFLICT:
-                existing += 1
-                path = CREDENTIALS_PATH.format(device_id=device.device_id)
-                response = await post(client, device, path, None)
-                if response.status_code != HTTPStatus.OK:
-                    raise failed(device, response)
-                login = response.json()
-            elif response.status_code == HTTPStatus.CREATED:
-                created += 1
-                login = response.json()["mqtt"]
-            else:
-                raise failed(device, response)
-        logins[device.device_id] = MqttLogin.model_validate(login)
-
     async with httpx.AsyncClient(
         base_url=api_url.rstrip("/"),
         headers=headers,
@@ -94,15 +102,18 @@ async def register_devices(
         transport=transport,
         limits=httpx.Limits(max_connections=concurrency),
     ) as client:
+        registrar = _Registrar(client, api_url, concurrency)
         try:
             async with asyncio.TaskGroup() as group:
                 for device in devices:
-                    group.create_task(register(client, device))
+                    group.create_task(registrar.register(device))
         except* RegistrationError as failures:
             first = failures.exceptions[0]
             raise RegistrationError(
                 f"device registration stopped after {len(failures.exceptions)} failure(s); "
                 f"first: {first}"
             ) from first
-    log.info("devices registered", created=created, existing=existing)
-    return RegistrationResult(created=created, existing=existing, logins=logins)
+    log.info("devices registered", created=registrar.created, existing=registrar.existing)
+    return RegistrationResult(
+        created=registrar.created, existing=registrar.existing, logins=registrar.logins
+    )

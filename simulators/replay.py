@@ -112,6 +112,32 @@ def device_id_for(prefix: str, station: str | None) -> str:
     return identity
 
 
+def _read_rows(
+    path: Path,
+    reader: csv.DictReader[str],
+    names: tuple[str, str, str | None],
+    *,
+    integer: bool,
+    naive_tz: tzinfo,
+) -> tuple[dict[str | None, list[RecordedReading]], dict[str | None, tuple[float, float]]]:
+    """Readings per station (None: the whole file) and the stations' places, where given."""
+    ts_name, value_name, station_name = names
+    readings: dict[str | None, list[RecordedReading]] = defaultdict(list)
+    places: dict[str | None, tuple[float, float]] = {}
+    for line, row in enumerate(reader, start=2):
+        try:
+            ts = datetime.fromisoformat(row[ts_name])
+        except ValueError:
+            raise RecordingError(f"{path}:{line}: bad timestamp {row[ts_name]!r}") from None
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=naive_tz)
+        station = row[station_name] if station_name else None
+        readings[station].append(RecordedReading(ts, _value(row[value_name], integer)))
+        if station not in places and row.get("lat") and row.get("lon"):
+            places[station] = (float(row["lat"]), float(row["lon"]))
+    return readings, places
+
+
 def load_recording(
     path: Path,
     *,
@@ -130,27 +156,18 @@ def load_recording(
     found = METRICS_BY_NAME[kind].get(metric)
     if found is None:
         raise RecordingError(f"{kind.value} has no metric {metric!r}")
-    readings: dict[str | None, list[RecordedReading]] = defaultdict(list)
-    places: dict[str | None, tuple[float, float]] = {}
     with _open(path) as file:
         reader = csv.DictReader(file)
         columns = list(reader.fieldnames or [])
-        ts_name = _pick(columns, ts_column, TS_COLUMNS, "timestamp")
-        value_name = _pick(columns, value_column, VALUE_COLUMNS, "value")
         station_name = None
         if not single_device and (station_column or any(c in columns for c in STATION_COLUMNS)):
             station_name = _pick(columns, station_column, STATION_COLUMNS, "station")
-        for line, row in enumerate(reader, start=2):
-            try:
-                ts = datetime.fromisoformat(row[ts_name])
-            except ValueError:
-                raise RecordingError(f"{path}:{line}: bad timestamp {row[ts_name]!r}") from None
-            if ts.tzinfo is None:
-                ts = ts.replace(tzinfo=naive_tz)
-            station = row[station_name] if station_name else None
-            readings[station].append(RecordedReading(ts, _value(row[value_name], found.integer)))
-            if station not in places and row.get("lat") and row.get("lon"):
-                places[station] = (float(row["lat"]), float(row["lon"]))
+        names = (
+            _pick(columns, ts_column, TS_COLUMNS, "timestamp"),
+            _pick(columns, value_column, VALUE_COLUMNS, "value"),
+            station_name,
+        )
+        readings, places = _read_rows(path, reader, names, integer=found.integer, naive_tz=naive_tz)
     if not readings:
         raise RecordingError(f"{path} holds no rows")
     if last is not None:

@@ -17,7 +17,7 @@ from devices.contract import METRICS, Kind, telemetry_topic
 from devices.schemas import READING_MODELS
 from ingest.app import RunningIngest
 from ingest.parser import _fast_validate, parse_message
-from ingest.schemas import Reason
+from ingest.schemas import ParsedMessage, Reason
 from tests.support import eventually, publish, register
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -78,7 +78,7 @@ def valid_reading(draw: st.DrawFn, kind: Kind) -> dict[str, object]:
     return reading
 
 
-def parse(kind: Kind, payload: bytes):
+def parse(kind: Kind, payload: bytes) -> ParsedMessage:
     return parse_message(
         KIND_TOPICS[kind], payload, NOW, max_payload_bytes=64 * 1024, late_window=timedelta(days=7)
     )

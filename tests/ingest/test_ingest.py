@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -64,7 +65,7 @@ async def test_a_mixed_batch_stores_the_good_and_keeps_each_bad_one_with_its_rea
         device,
     )
     assert [(r["ts"].isoformat(), r["pm2_5"]) for r in stored] == [
-        (datetime.fromisoformat(g["ts"]).isoformat(), g["pm2_5"]) for g in good
+        (datetime.fromisoformat(str(g["ts"])).isoformat(), g["pm2_5"]) for g in good
     ]
     assert (stored[0]["pm10"], stored[0]["temperature_c"], stored[0]["humidity_pct"]) == (
         60.0,
@@ -115,7 +116,9 @@ async def test_unregistered_disabled_and_mismatched_devices_are_refused(
         (disabled, "device_disabled"),
         (energy, "kind_mismatch"),
     ]:
-        rows = await eventually(lambda d=device: rejections_of(db_pool, d), lambda r: len(r) == 1)
+        rows = await eventually(
+            functools.partial(rejections_of, db_pool, device), lambda r: len(r) == 1
+        )
         assert [r["reason"] for r in rows] == [reason]
         assert rows[0]["payload"] == reading
         assert await count_rows(db_pool, "air_readings", device) == 0

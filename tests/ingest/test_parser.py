@@ -9,13 +9,15 @@ import pytest
 
 from devices.contract import Kind
 from ingest.parser import parse_message, parse_status, parse_topic
-from ingest.schemas import Reason
+from ingest.schemas import ParsedMessage, Reason
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 TOPIC = "alatau/traffic/gate-t-1/telemetry"
 
 
-def parse(payload: bytes | str | object, topic: str = TOPIC, max_bytes: int = 4096):
+def parse(
+    payload: bytes | str | object, topic: str = TOPIC, max_bytes: int = 4096
+) -> ParsedMessage:
     raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
     return parse_message(
         topic, raw, NOW, max_payload_bytes=max_bytes, late_window=timedelta(days=7)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,12 @@ import asyncpg
 from devices.contract import Kind, readings_table
 
 Point = tuple[datetime, int, Any]
+_PLAIN: dict[str, Callable[[list[Any]], Any]] = {
+    "avg": statistics.fmean,
+    "min": min,
+    "max": max,
+    "sum": sum,
+}
 
 
 def _bucket_sql(calendar: bool) -> str:
@@ -20,6 +27,21 @@ def _bucket_sql(calendar: bool) -> str:
         if calendar
         else "time_bucket($1::text::interval, ts)"
     )
+
+
+async def _values_before(
+    pool: asyncpg.Pool, table: str, metric: str, device_ids: list[str], start: datetime
+) -> dict[str, float | None]:
+    """Each device's last value of ``metric`` before ``start`` (what an increase starts from)."""
+    return {
+        device_id: await pool.fetchval(
+            f"SELECT {metric} FROM {table} WHERE device_id = $1 AND ts < $2"
+            f" AND {metric} IS NOT NULL ORDER BY ts DESC LIMIT 1",
+            device_id,
+            start,
+        )
+        for device_id in device_ids
+    }
 
 
 async def from_raw(
@@ -50,46 +72,39 @@ async def from_raw(
     increases: dict[datetime, float] = {}
     previous: dict[str, float | None] = {}
     if fn == "increase":
-        for device_id in device_ids:
-            previous[device_id] = await pool.fetchval(
-                f"SELECT {metric} FROM {table} WHERE device_id = $1 AND ts < $2"
-                f" AND {metric} IS NOT NULL ORDER BY ts DESC LIMIT 1",
-                device_id,
-                start,
-            )
+        previous = await _values_before(pool, table, metric, device_ids, start)
     for row in rows:
         bucket = row["b"]
         readings[bucket] += 1
-        value = row["v"]
+        raw_value = row["v"]
         if fn == "rate" and row["interval_s"] is not None:
             windows[bucket] += row["interval_s"]
-        if value is None:
+        if raw_value is None:
             continue
-        values[bucket].append(value)
+        values[bucket].append(raw_value)
         if fn == "increase":
             prev = previous.get(row["device_id"])
-            delta = 0.0 if prev is None else (value - prev if value >= prev else value)
+            delta = 0.0 if prev is None else (raw_value - prev if raw_value >= prev else raw_value)
             increases[bucket] = increases.get(bucket, 0.0) + delta
-            previous[row["device_id"]] = value
-    result: list[Point] = []
-    for bucket in sorted(readings):
-        got = values.get(bucket, [])
-        value: Any
-        if fn == "count":
-            value = len(got)
-        elif not got:
-            value = None
-        elif fn == "avg":
-            value = statistics.fmean(got)
-        elif fn == "min":
-            value = min(got)
-        elif fn == "max":
-            value = max(got)
-        elif fn == "sum":
-            value = sum(got)
-        elif fn == "rate":
-            value = sum(got) * 3600 / windows[bucket] if windows[bucket] else None
-        else:
-            value = increases.get(bucket)
-        result.append((bucket, readings[bucket], value))
-    return result
+            previous[row["device_id"]] = raw_value
+    return [
+        (
+            bucket,
+            readings[bucket],
+            _value(fn, values.get(bucket, []), windows[bucket], increases.get(bucket)),
+        )
+        for bucket in sorted(readings)
+    ]
+
+
+def _value(fn: str, got: list[Any], window_s: float, increase: float | None) -> Any:
+    """``fn`` of a bucket's values (``window_s``: its summed interval_s, for a rate)."""
+    if fn == "count":
+        return len(got)
+    if not got:
+        return None
+    if fn == "rate":
+        return sum(got) * 3600 / window_s if window_s else None
+    if fn == "increase":
+        return increase
+    return _PLAIN[fn](got)

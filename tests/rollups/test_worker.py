@@ -47,6 +47,7 @@ async def test_ingest_marks_minutes_dirty_in_the_same_transaction(
         " WHERE device_id = $1",
         device,
     )
+    assert hours is not None
     assert (hours["n"], hours["s"]) == (3, 12)
 
 
@@ -88,6 +89,7 @@ async def test_concurrent_workers_do_not_collide(db_pool: asyncpg.Pool, unique: 
         "SELECT sum(readings) AS n, sum(pm10_sum) AS s FROM air_rollup_1d WHERE device_id = $1",
         device,
     )
+    assert day is not None
     assert (day["n"], day["s"]) == (400, sum(range(400)))
 
 
