@@ -15,6 +15,7 @@ import asyncpg
 from api.schemas import (
     AggregateFn,
     AggregatePoint,
+    AggregateQuery,
     AggregateScope,
     AggregateSeries,
     TimeRange,
@@ -109,18 +110,21 @@ def _readings_per_second(devices: list[Device], default_interval_s: float) -> fl
 async def aggregates(
     pool: asyncpg.Pool,
     settings: Settings,
+    query: AggregateQuery,
     *,
     scope: AggregateScope,
-    metric: str,
-    bucket: str,
-    fn: AggregateFn,
-    window: TimeRange,
-    fill: bool,
     device_id: str | None = None,
     district: District | None = None,
 ) -> AggregateSeries:
     """``fn(metric)`` per bucket over the scope's devices; refuses (never truncates) a range
     that needs more buckets than the configured limit."""
+    metric, bucket, fn, window, fill = (
+        query.metric,
+        query.bucket,
+        query.fn,
+        query.window,
+        query.fill,
+    )
     width = parse_bucket(bucket)
     check_bucket_count(width, window, settings.api.max_buckets)
     async with pool.acquire() as conn:

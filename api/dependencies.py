@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 from api.alerts.service import AlertFeed
 from api.keys.service import KeyChecker
 from api.live.service import LiveService
-from api.schemas import AwareDatetime, TimeRange
+from api.schemas import AggregateFn, AggregateQuery, AwareDatetime, TimeRange
 from core.config import Settings
 from core.errors import Invalid, Unavailable
 from devices.credentials import DeviceLogins
@@ -110,3 +110,30 @@ def time_range(
 
 LimitDep = Annotated[int, Depends(page_limit)]
 TimeRangeDep = Annotated[TimeRange, Depends(time_range)]
+
+
+_METRIC_DOC: Final = "a metric, see /contract (district and city: any kind's metric)"
+_BUCKET_DOC: Final = (
+    "bucket width: <n><unit>, unit s, m, h (UTC-aligned) or d, w, mo (Asia/Almaty calendar),"
+    " e.g. 1m, 15m, 1h, 1d, 7d, 1mo"
+)
+_FN_DOC: Final = (
+    "avg, min, max, sum, count; increase (energy_kwh: consumption, meter resets handled);"
+    " rate (vehicle_count, heavy_vehicle_count: vehicles per hour of interval_s)"
+)
+
+
+def aggregate_query(
+    window: TimeRangeDep,
+    metric: Annotated[str, Query(description=_METRIC_DOC)],
+    bucket: Annotated[str, Query(description=_BUCKET_DOC, examples=["1h"])],
+    fn: Annotated[AggregateFn, Query(description=_FN_DOC)] = AggregateFn.AVG,
+    fill: Annotated[
+        bool, Query(description="also list empty buckets, marked gap=true with count 0")
+    ] = False,
+) -> AggregateQuery:
+    """What every aggregate route asks, whatever its scope."""
+    return AggregateQuery(metric=metric, bucket=bucket, fn=fn, window=window, fill=fill)
+
+
+AggregateQueryDep = Annotated[AggregateQuery, Depends(aggregate_query)]

@@ -13,12 +13,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api import aggregates, service, summary
 from api.auth import Admin, require
-from api.dependencies import LimitDep, LoginsDep, PoolDep, SettingsDep, TimeRangeDep
+from api.dependencies import (
+    AggregateQueryDep,
+    LimitDep,
+    LoginsDep,
+    PoolDep,
+    SettingsDep,
+    TimeRangeDep,
+)
 from api.errors import UnsupportedMediaType
 from api.keys.schemas import Role
 from api.responses import AUTH, INVALID, not_found
 from api.schemas import (
-    AggregateFn,
     AggregateScope,
     AggregateSeries,
     AreaSummary,
@@ -240,98 +246,33 @@ async def readings(
     return await service.readings_page(pool, device_id, window, limit, cursor)
 
 
-_METRIC_DOC: Final = "a metric, see /contract (district and city: any kind's metric)"
-_BUCKET_DOC: Final = (
-    "bucket width: <n><unit>, unit s, m, h (UTC-aligned) or d, w, mo (Asia/Almaty calendar),"
-    " e.g. 1m, 15m, 1h, 1d, 7d, 1mo"
-)
-_FN_DOC: Final = (
-    "avg, min, max, sum, count; increase (energy_kwh: consumption, meter resets handled);"
-    " rate (vehicle_count, heavy_vehicle_count: vehicles per hour of interval_s)"
-)
-MetricQuery = Annotated[str, Query(description=_METRIC_DOC)]
-BucketQuery = Annotated[str, Query(description=_BUCKET_DOC, examples=["1h"])]
-FnQuery = Annotated[AggregateFn, Query(description=_FN_DOC)]
-FillQuery = Annotated[
-    bool, Query(description="also list empty buckets, marked gap=true with count 0")
-]
-
-
 @router.get("/devices/{device_id}/aggregates", tags=["aggregates"], responses=_NOT_FOUND)
 async def device_aggregates(
-    *,
-    pool: PoolDep,
-    settings: SettingsDep,
-    device_id: str,
-    window: TimeRangeDep,
-    metric: MetricQuery,
-    bucket: BucketQuery,
-    fn: FnQuery = AggregateFn.AVG,
-    fill: FillQuery = False,
+    pool: PoolDep, settings: SettingsDep, device_id: str, query: AggregateQueryDep
 ) -> AggregateSeries:
     """``fn(metric)`` per time bucket over ``[from, to)`` for one device."""
     return await aggregates.aggregates(
-        pool,
-        settings,
-        scope=AggregateScope.DEVICE,
-        device_id=device_id,
-        metric=metric,
-        bucket=bucket,
-        fn=fn,
-        window=window,
-        fill=fill,
+        pool, settings, query, scope=AggregateScope.DEVICE, device_id=device_id
     )
 
 
 @router.get("/districts/{district}/aggregates", tags=["aggregates"])
 async def district_aggregates(
-    *,
-    pool: PoolDep,
-    settings: SettingsDep,
-    district: District,
-    window: TimeRangeDep,
-    metric: MetricQuery,
-    bucket: BucketQuery,
-    fn: FnQuery = AggregateFn.AVG,
-    fill: FillQuery = False,
+    pool: PoolDep, settings: SettingsDep, district: District, query: AggregateQueryDep
 ) -> AggregateSeries:
     """``fn(metric)`` per bucket over every device of the metric's kind in a district
     (``increase`` sums each device's consumption)."""
     return await aggregates.aggregates(
-        pool,
-        settings,
-        scope=AggregateScope.DISTRICT,
-        district=district,
-        metric=metric,
-        bucket=bucket,
-        fn=fn,
-        window=window,
-        fill=fill,
+        pool, settings, query, scope=AggregateScope.DISTRICT, district=district
     )
 
 
 @router.get("/city/aggregates", tags=["aggregates"])
 async def city_aggregates(
-    *,
-    pool: PoolDep,
-    settings: SettingsDep,
-    window: TimeRangeDep,
-    metric: MetricQuery,
-    bucket: BucketQuery,
-    fn: FnQuery = AggregateFn.AVG,
-    fill: FillQuery = False,
+    pool: PoolDep, settings: SettingsDep, query: AggregateQueryDep
 ) -> AggregateSeries:
     """``fn(metric)`` per bucket over every device of the metric's kind in the city."""
-    return await aggregates.aggregates(
-        pool,
-        settings,
-        scope=AggregateScope.CITY,
-        metric=metric,
-        bucket=bucket,
-        fn=fn,
-        window=window,
-        fill=fill,
-    )
+    return await aggregates.aggregates(pool, settings, query, scope=AggregateScope.CITY)
 
 
 AtQuery = Annotated[

@@ -144,6 +144,17 @@ class TimeRange:
     end: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class AggregateQuery:
+    """``fn(metric)`` per ``bucket`` over ``window``; ``fill`` lists empty buckets too."""
+
+    metric: str
+    bucket: str
+    fn: AggregateFn
+    window: TimeRange
+    fill: bool
+
+
 class PollutantIndex(BaseModel):
     average: float = Field(description="µg/m³ over the pollutant's averaging window")
     window_hours: float

@@ -21,7 +21,7 @@ import structlog
 from api.keys import repository
 from api.keys.schemas import ApiKey, ApiKeyCreate, IssuedApiKey, Role
 from core.config import Settings
-from core.db import create_pool
+from core.db import Connection, create_pool
 from core.errors import NotFound
 
 log = structlog.get_logger(__name__)
@@ -63,20 +63,27 @@ def split_token(token: str) -> tuple[str, str] | None:
     return key_id, secret
 
 
+async def _insert(
+    conn: Connection, key_id: str, secret: str, body: ApiKeyCreate, created_by: str | None
+) -> asyncpg.Record:
+    """Store a key: only the digest of its secret is kept."""
+    return await repository.insert_key(
+        conn,
+        key_id=key_id,
+        name=body.name,
+        role=body.role.value,
+        secret_hash=_digest(secret),
+        created_by=created_by,
+    )
+
+
 async def issue_key(
     pool: asyncpg.Pool, body: ApiKeyCreate, *, created_by: str | None
 ) -> IssuedApiKey:
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     async with pool.acquire() as conn:
-        row = await repository.insert_key(
-            conn,
-            key_id=key_id,
-            name=body.name,
-            role=body.role.value,
-            secret_hash=_digest(secret),
-            created_by=created_by,
-        )
+        row = await _insert(conn, key_id, secret, body, created_by)
     log.info("api key issued", key_id=key_id, role=body.role.value, created_by=created_by)
     return IssuedApiKey(**_key(row).model_dump(), token=f"{TOKEN_PREFIX}_{key_id}_{secret}")
 
@@ -105,14 +112,7 @@ async def ensure_key(pool: asyncpg.Pool, token: str, body: ApiKeyCreate) -> ApiK
             if not hmac.compare_digest(bytes(existing["secret_hash"]), _digest(secret)):
                 raise ValueError(f"key id {key_id} is taken by another key")
             return _key(existing)
-        row = await repository.insert_key(
-            conn,
-            key_id=key_id,
-            name=body.name,
-            role=body.role.value,
-            secret_hash=_digest(secret),
-            created_by=None,
-        )
+        row = await _insert(conn, key_id, secret, body, None)
     log.info("api key registered", key_id=key_id, role=body.role.value)
     return _key(row)
 
