@@ -60,7 +60,11 @@ class DatabaseSettings(BaseModel):
 
 class IngestSettings(BrokerIdentity):
     client_id: str = Field(default="alatau-ingest-1", description="fixed per replica")
-    share_group: str = "ingest"
+    share_group: str | None = Field(
+        default=None,
+        description="replicas in one group share the stream ($share); unset, the one replica "
+        "holds an ordinary persistent subscription, which the broker restores after a restart",
+    )
     batch_size: int = Field(default=5000, ge=1, description="readings per database write")
     flush_interval_s: float = Field(default=0.2, gt=0, description="longest a reading waits")
     flush_concurrency: int = Field(default=2, ge=1, description="batches written at once")
@@ -81,6 +85,11 @@ class IngestSettings(BrokerIdentity):
     retire_quiet_s: float = Field(default=2.0, gt=0, description="drained after this silence")
     rejections_retention_days: float = Field(default=30, gt=0)
     retention_interval_s: float = Field(default=3600, gt=0, description="how often to apply it")
+
+    @field_validator("share_group")
+    @classmethod
+    def _empty_group_is_none(cls, value: str | None) -> str | None:
+        return value or None
 
 
 class ApiSettings(BrokerIdentity):

@@ -1,5 +1,12 @@
-"""The MQTT side of ingest: a persistent session on a shared subscription; each message goes to
-the service as it arrives, and is acknowledged when the service has committed its batch."""
+"""The MQTT side of ingest: a persistent session, its subscription ordinary (one replica) or
+shared (a group of replicas); each message goes to the service as it arrives, and is
+acknowledged when the service has committed its batch.
+
+Why one replica subscribes without ``$share``: Mosquitto 2.0 restores a persistent session's
+ordinary subscriptions after a restart, so what devices publish before ingest reconnects is
+queued for it; a shared subscription is not restored, and what is published in that gap
+reaches nobody although the broker acknowledged it (README, Ingest guarantees).
+"""
 
 from __future__ import annotations
 
@@ -26,12 +33,17 @@ log = structlog.get_logger(__name__)
 _RECEIVE_MAXIMUM_CAP: Final = 65_535
 
 
-def telemetry_subscription(share_group: str) -> str:
-    return f"$share/{share_group}/{TOPIC_ROOT}/+/+/telemetry"
+def _subscription(topic: str, share_group: str | None) -> str:
+    return topic if share_group is None else f"$share/{share_group}/{topic}"
 
 
-def status_subscription(share_group: str) -> str:
-    return f"$share/{share_group}/{TOPIC_ROOT}/+/+/status"
+def telemetry_subscription(share_group: str | None) -> str:
+    """Every device's telemetry; shared among the group's replicas when there is a group."""
+    return _subscription(f"{TOPIC_ROOT}/+/+/telemetry", share_group)
+
+
+def status_subscription(share_group: str | None) -> str:
+    return _subscription(f"{TOPIC_ROOT}/+/+/status", share_group)
 
 
 class MqttConsumer:
@@ -73,7 +85,7 @@ class MqttConsumer:
 
     async def leave_share_group(self, quiet_s: float) -> None:
         """Stop the broker routing new messages to us, then take what it still holds for this
-        session: Mosquitto keeps queueing a share for a stopped member until its session ends."""
+        session: Mosquitto keeps queueing for a stopped replica until its session ends."""
         group = self._settings.ingest.share_group
         self.client.unsubscribe([telemetry_subscription(group), status_subscription(group)])
         self._last_message_at = time.monotonic()

@@ -222,17 +222,19 @@ class IngestService:
                         message.status or (earlier.status if earlier else None),
                     )
             received = sum(len(rows) for rows in rows_by_kind.values())
-            inserted = 0
+            stored: dict[Kind, int] = {}
             async with conn.transaction():
                 for kind, rows in rows_by_kind.items():
-                    new = await repository.store_readings(conn, kind, rows)
-                    inserted += new
-                    metrics.READINGS_STORED.labels(kind.value).inc(new)
-                    metrics.READINGS_DUPLICATE.labels(kind.value).inc(len(rows) - new)
+                    stored[kind] = await repository.store_readings(conn, kind, rows)
                 if rejections:
                     await repository.store_rejections(conn, (r.record() for r in rejections))
                 if devices:
                     await registry.record_presence(conn, list(devices.values()))
+        # Counted once committed: a batch retried after an outage is counted once.
+        for kind, new in stored.items():
+            metrics.READINGS_STORED.labels(kind.value).inc(new)
+            metrics.READINGS_DUPLICATE.labels(kind.value).inc(len(rows_by_kind[kind]) - new)
+        inserted = sum(stored.values())
         for rejection in rejections:
             metrics.READINGS_REJECTED.labels(rejection.reason.value).inc()
         metrics.BATCH_SIZE.observe(received + len(rejections))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -71,9 +73,10 @@ async def services(
 
 
 class IngestProcess:
-    """``python -m ingest`` as a real process, so it can be killed like one."""
+    """``python -m ingest`` as a real process, so it can be killed like one; one replica holds
+    an ordinary subscription, replicas given a ``share_group`` share the stream."""
 
-    def __init__(self, settings: Settings, client_id: str) -> None:
+    def __init__(self, settings: Settings, client_id: str, share_group: str | None = None) -> None:
         self.metrics_port = free_port()
         self.env = {
             **os.environ,
@@ -81,7 +84,7 @@ class IngestProcess:
             "MQTT_URL": settings.mqtt_url,
             **login_environment(settings),
             "ALATAU_INGEST__CLIENT_ID": client_id,
-            "ALATAU_INGEST__SHARE_GROUP": "ingest",
+            "ALATAU_INGEST__SHARE_GROUP": share_group or "",
             "ALATAU_INGEST__FLUSH_INTERVAL_S": "0.05",
             "ALATAU_INGEST__RETRY_MAX_S": "1",
             "ALATAU_LOG_LEVEL": "WARNING",
@@ -92,13 +95,14 @@ class IngestProcess:
     def start(self) -> None:
         self.process = subprocess.Popen([sys.executable, "-m", "ingest"], env=self.env, cwd=ROOT)
 
-    async def messages_received(self) -> float:
+    async def counter(self, name: str) -> float:
+        """The sum over labels of one of the replica's Prometheus counters."""
         async with httpx.AsyncClient() as client:
             text = (await client.get(f"http://127.0.0.1:{self.metrics_port}/metrics")).text
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith("alatau_ingest_messages_received_total{")
+            if line.startswith(name + "{")
         )
 
     async def exit_code(self) -> int | None:
@@ -137,8 +141,12 @@ async def publish_stream(
     messages: list[tuple[str, bytes]],
     client_id: str,
     reconnect_delay_s: float | None = None,
+    rate_per_s: float | None = None,
 ) -> None:
-    """A persistent-session publisher: what the broker has not acknowledged survives its restart."""
+    """A persistent-session publisher: what the broker has not acknowledged survives its restart.
+    ``reconnect_delay_s`` is how long it waits before each reconnect attempt (firmware often
+    waits nothing, or a random moment under a second); ``rate_per_s`` paces it like a device's
+    steady stream instead of one burst."""
     client = make_client(
         settings.mqtt_as(settings.simulator),
         client_id,
@@ -148,10 +156,14 @@ async def publish_stream(
     if reconnect_delay_s is not None:
         client.set_config({"reconnect_delay": reconnect_delay_s})
     await connect(client, settings.mqtt_as(settings.simulator))
+    started = time.monotonic()
     try:
         for n, (topic, payload) in enumerate(messages):
             await publish_when_possible(client, topic, payload)
-            if n % 200 == 0:
+            if rate_per_s is not None:
+                # Pacing that models the device's clock, not a wait for a condition.
+                await asyncio.sleep(max(0.0, started + n / rate_per_s - time.monotonic()))
+            elif n % 200 == 0:
                 await asyncio.sleep(0)
         await asyncio.wait_for(wait_published(client), timeout=120)
     finally:
@@ -229,33 +241,53 @@ async def test_database_away_for_10_seconds_loses_nothing(services: Services) ->
         await eventually(lambda: stored(services.pool), lambda n: n >= 3_000, timeout_s=60)
         await services.pool.expire_connections()
         await asyncio.to_thread(services.postgres.stop, "fast")
+        # The outage itself: the database stays away for a while, whatever ingest does.
         await asyncio.sleep(10)
         await asyncio.to_thread(services.postgres.start)
         await publisher
         await assert_all_stored_once(services, messages)
+        # Batches the outage rolled back were retried: each stored reading counts once.
+        everything = await services.pool.fetchval("SELECT count(*) FROM traffic_readings")
+        assert await ingester.counter("alatau_ingest_readings_stored_total") == everything
     finally:
         ingester.stop()
 
 
-async def test_broker_restart_mid_stream_loses_nothing(services: Services) -> None:
+def shares(messages: list[tuple[str, bytes]], publishers: int) -> list[list[tuple[str, bytes]]]:
+    """The stream dealt to ``publishers`` devices' connections, each keeping its own order."""
+    return [messages[n::publishers] for n in range(publishers)]
+
+
+@pytest.mark.parametrize("reconnect", ["at_once", "within_a_second"])
+async def test_broker_restart_mid_stream_loses_nothing_whenever_devices_reconnect(
+    services: Services, reconnect: str
+) -> None:
+    """Devices come back as soon as the broker does (or a random moment under a second
+    later), before ingest's own reconnect: the broker restored ingest's session with its
+    ordinary subscription, so what they publish meanwhile is queued for ingest, not dropped."""
     messages = stream(20_000)
     ingester = IngestProcess(services.settings, "ingest-brokerdown")
     ingester.start()
+    rng = random.Random(7)
     try:
         await wait_until_ingesting(services)
-        # Mosquitto 2.0.11 restores a persistent session after a restart but not its shared
-        # subscription: what devices publish before ingest has resubscribed matches nobody and
-        # is dropped by the broker (README, Ingest guarantees). Ingest resubscribes on every
-        # reconnect, within its 2 s reconnect delay; these devices come back after 8 s, as a
-        # fleet backing off would, which is the case ingest can guarantee.
-        publisher = asyncio.create_task(
-            publish_stream(services.settings, messages, "pub-broker", reconnect_delay_s=8)
-        )
+        publishers = [
+            asyncio.create_task(
+                publish_stream(
+                    services.settings,
+                    share,
+                    f"pub-broker-{n}",
+                    reconnect_delay_s=0.0 if reconnect == "at_once" else rng.uniform(0, 1),
+                    rate_per_s=800,
+                )
+            )
+            for n, share in enumerate(shares(messages, 5))
+        ]
         await eventually(lambda: stored(services.pool), lambda n: n >= 3_000, timeout_s=60)
         await asyncio.to_thread(services.broker.stop)
-        await asyncio.sleep(2)
         await asyncio.to_thread(services.broker.start)
-        await publisher
+        assert not any(p.done() for p in publishers), "the stream ended before the restart"
+        await asyncio.gather(*publishers)
         await assert_all_stored_once(services, messages)
     finally:
         ingester.stop()
@@ -265,7 +297,7 @@ async def test_two_replicas_on_one_shared_subscription_store_each_reading_once(
     services: Services,
 ) -> None:
     messages = stream(20_000)
-    replicas = [IngestProcess(services.settings, f"ingest-r{n}") for n in (1, 2)]
+    replicas = [IngestProcess(services.settings, f"ingest-r{n}", "ingest") for n in (1, 2)]
     for replica in replicas:
         replica.start()
     try:
@@ -284,8 +316,8 @@ async def test_a_retired_replica_leaves_nothing_behind_in_its_session(services: 
     """Scaling down: Mosquitto keeps routing a share of the stream to a stopped member's
     persistent session. A replica stopped with retire_on_stop drains and ends its session, so
     what is published afterwards all reaches the replica that stays."""
-    stays = IngestProcess(services.settings, "ingest-stays")
-    leaves = IngestProcess(services.settings, "ingest-leaves")
+    stays = IngestProcess(services.settings, "ingest-stays", "ingest")
+    leaves = IngestProcess(services.settings, "ingest-leaves", "ingest")
     leaves.env["ALATAU_INGEST__RETIRE_ON_STOP"] = "true"
     stays.start()
     leaves.start()
