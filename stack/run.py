@@ -117,6 +117,8 @@ class Stack:
         self.spawn("rollups", "rollups")
         self.spawn("api", "api")
         wait_for_api(api_url, self.supervisor)
+        # The api on another port (ALATAU_API__PORT): the simulator registers there too.
+        self.env.setdefault("ALATAU_SIMULATOR__API_URL", api_url)
         self.spawn(
             "simulator",
             "simulators",
