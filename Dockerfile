@@ -1,4 +1,4 @@
-# One image for ingest, api and the simulator; the command picks the process.
+# One image for ingest, rollups, api and the simulator; the command picks the process.
 # The dashboard's libraries come from the npm registry at build time (never committed).
 FROM node:20-slim AS frontend
 WORKDIR /frontend
@@ -12,6 +12,7 @@ COPY pyproject.toml README.md ./
 COPY core core
 COPY devices devices
 COPY ingest ingest
+COPY rollups rollups
 COPY api api
 COPY --from=frontend /api/static/vendor api/static/vendor
 COPY simulators simulators

@@ -134,6 +134,8 @@ class RollupSettings(BaseModel):
     expected_interval_s: float = Field(
         default=60, gt=0, description="a device's reading period unless its metadata says"
     )
+    retry_initial_s: float = Field(default=0.5, gt=0, description="first wait for the database")
+    retry_max_s: float = Field(default=10.0, gt=0, description="longest wait between tries")
 
 
 class SimulatorSettings(BrokerIdentity):

@@ -19,22 +19,37 @@ from core.logging import configure_logging
 from rollups import service
 
 
+async def _work(stop: asyncio.Event) -> None:
+    """The worker, from a database that may not be up yet until ``stop``."""
+    settings = get_settings()
+    pool = await service.open_pool(settings, stop)
+    if pool is None:
+        return
+    try:
+        await service.run(pool, settings.rollups, stop)
+    finally:
+        await pool.close()
+
+
 async def _serve(command: str, start: datetime | None, end: datetime | None) -> None:
+    if command == "run":
+        # Handlers first: a stop must also end the wait for a database that is not up yet.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await _work(stop)
+        return
+    # The one-shot commands are run by hand: a database that is away fails them at once.
     settings = get_settings()
     pool = await create_pool(settings, "rollups")
     try:
         if command == "backfill" and start is not None and end is not None:
             await service.backfill(pool, start, end)
-        elif command == "once":
+        else:
             print(
                 f"rolled up {await service.roll_up(pool, settings.rollups.batch_minutes)} minutes"
             )
-        else:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await service.run(pool, settings.rollups, stop)
     finally:
         await pool.close()
 

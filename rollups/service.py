@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import asyncpg
 import structlog
 
-from core.config import RollupSettings
-from core.db import Connection
+from core.config import RollupSettings, Settings
+from core.db import DATABASE_UNAVAILABLE, RETRYABLE, Connection, create_pool
 from devices.contract import Kind
 from rollups import repository
 from rollups.buckets import DAY, Bucket
 from rollups.schemas import ROLLED_TIERS, TIERS, Tier
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 
 # --- the query planner ------------------------------------------------------------------------
@@ -149,20 +154,71 @@ async def prepare(pool: asyncpg.Pool, settings: RollupSettings) -> bool:
     return licensed
 
 
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def until_available(
+    operation: Callable[[], Awaitable[T]], settings: RollupSettings, stop: asyncio.Event, step: str
+) -> T | None:
+    """Await ``operation`` until the database lets it through, waiting from ``retry_initial_s``
+    doubling to ``retry_max_s`` between tries; None if ``stop`` is set first."""
+    delay = settings.retry_initial_s
+    failing_since: float | None = None
+    while not stop.is_set():
+        try:
+            result = await operation()
+        except RETRYABLE as exc:
+            if failing_since is None:
+                failing_since = time.monotonic()
+            log.warning(
+                "database unavailable, retrying"
+                if isinstance(exc, DATABASE_UNAVAILABLE)
+                else "transaction aborted by the database, retrying",
+                step=step,
+                error=repr(exc),
+                retry_in_s=delay,
+            )
+            await _pause(stop, delay)
+            delay = min(delay * 2, settings.retry_max_s)
+            continue
+        if failing_since is not None:
+            log.info(
+                "database available again",
+                step=step,
+                unavailable_s=round(time.monotonic() - failing_since, 1),
+            )
+        return result
+    return None
+
+
+async def open_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool | None:
+    """The worker's pool once the database accepts connections; None if ``stop`` came first."""
+    return await until_available(
+        lambda: create_pool(settings, "rollups"), settings.rollups, stop, "connect"
+    )
+
+
 async def run(pool: asyncpg.Pool, settings: RollupSettings, stop: asyncio.Event) -> None:
-    """The worker loop: roll up what is dirty, pause when idle, apply retention on schedule."""
-    await prepare(pool, settings)
+    """The worker loop: roll up what is dirty, pause when idle, apply retention on schedule.
+    While the database is away each step waits and retries; a dirty minute stays dirty until
+    the transaction that recomputes it commits."""
+    await until_available(lambda: prepare(pool, settings), settings, stop, "prepare")
     next_retention = 0.0
     loop = asyncio.get_running_loop()
     while not stop.is_set():
-        done = await roll_up(pool, settings.batch_minutes)
+        done = await until_available(
+            lambda: roll_up(pool, settings.batch_minutes), settings, stop, "roll up"
+        )
         if done:
             log.debug("rolled up", minutes=done)
-        if loop.time() >= next_retention:
-            await apply_retention(pool, settings)
+        if loop.time() >= next_retention and not stop.is_set():
+            await until_available(
+                lambda: apply_retention(pool, settings), settings, stop, "retention"
+            )
             next_retention = loop.time() + settings.retention_interval_s
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=settings.interval_s)
+        await _pause(stop, settings.interval_s)
 
 
 async def backfill(pool: asyncpg.Pool, start: datetime, end: datetime, step_days: int = 7) -> None:

@@ -1,7 +1,8 @@
 """``make run``: the whole stack with a simulated city, until Ctrl-C.
 
 With no configuration it starts a private TimescaleDB and Mosquitto under ``.data/``; with
-``DATABASE_URL`` / ``MQTT_URL`` set it uses those services instead. It stops only what it started.
+``DATABASE_URL`` / ``MQTT_URL`` set it uses those services instead. A process that exits is
+restarted with backoff (stack/supervisor.py). It stops only what it started.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import argparse
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,9 +22,11 @@ from api.keys.schemas import ApiKeyCreate, Role
 from api.keys.service import KeyChecker, issue_key_at
 from core.config import Settings, get_settings
 from core.db import create_pool
+from core.logging import configure_logging
 from migrations.runner import migrate
 from stack.broker_auth import login_environment, with_identities
 from stack.services import MosquittoBroker, PostgresCluster, ServiceError, port_open
+from stack.supervisor import Supervisor
 from stack.tls import make_certificates
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,14 +54,16 @@ def local_services() -> tuple[PostgresCluster, MosquittoBroker]:
 
 
 class Stack:
-    """Starts services and processes in order and stops them in reverse."""
+    """Starts services and processes in order, keeps the processes running, and stops
+    everything in reverse."""
 
     def __init__(self, devices_per_kind: int, rate_hz: float) -> None:
         self.devices_per_kind = devices_per_kind
         self.rate_hz = rate_hz
         self.started_services: list[PostgresCluster | MosquittoBroker] = []
-        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.env = dict(os.environ)
+        # Filled in as services start; each child gets it as it stands when it (re)starts.
+        self.supervisor = Supervisor(env=self.env, cwd=ROOT)
 
     def start_services(self) -> None:
         postgres, broker = local_services()
@@ -106,18 +110,15 @@ class Stack:
         return token
 
     def spawn(self, name: str, *args: str) -> None:
-        # A session of its own: Ctrl-C reaches only us, and we stop the children in order
-        # (the simulator's last statuses must still find ingest running).
-        process = subprocess.Popen(
-            [sys.executable, "-m", *args], env=self.env, cwd=ROOT, start_new_session=True
-        )
-        self.processes.append((name, process))
+        self.supervisor.start(name, [sys.executable, "-m", *args])
 
     def start_processes(self, api_url: str) -> None:
         self.spawn("ingest", "ingest")
         self.spawn("rollups", "rollups")
         self.spawn("api", "api")
-        wait_for_api(api_url, self.processes[-1][1])
+        wait_for_api(api_url, self.supervisor)
+        # The api on another port (ALATAU_API__PORT): the simulator registers there too.
+        self.env.setdefault("ALATAU_SIMULATOR__API_URL", api_url)
         self.spawn(
             "simulator",
             "simulators",
@@ -128,23 +129,8 @@ class Stack:
             str(self.rate_hz),
         )
 
-    def exited(self) -> str | None:
-        for name, process in self.processes:
-            if process.poll() is not None:
-                return name
-        return None
-
     def stop(self) -> None:
-        for name, process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    say(f"{name} did not stop in 30 s; killing it")
-                    process.kill()
-                    process.wait()
-        self.processes.clear()
+        self.supervisor.stop()
         for service in reversed(self.started_services):
             service.stop()
             say(f"stopped {type(service).__name__}")
@@ -163,11 +149,11 @@ async def _valid_or_new_admin_key(database_url: str, known: str | None) -> str:
     return (await issue_key_at(database_url, body)).token
 
 
-def wait_for_api(api_url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+def wait_for_api(api_url: str, supervisor: Supervisor, timeout_s: float = 60) -> None:
+    """Wait for the api's health answer; children that exit meanwhile are restarted."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServiceError("the api exited during start-up")
+        supervisor.poll()
         try:
             if httpx.get(f"{api_url}/api/v1/health", timeout=1).status_code == 200:
                 return
@@ -194,6 +180,7 @@ def main() -> None:
         return
 
     settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format, process="run")
     api_url = f"http://{settings.api.host}:{settings.api.port}"
     if port_open(settings.api.port, settings.api.host):
         sys.exit(f"port {settings.api.port} is taken; set ALATAU_API__PORT to another one")
@@ -215,12 +202,7 @@ def main() -> None:
         say(f"Dashboard: {api_url}/#key={key}")
         say(f"development admin API key (Authorization: Bearer ...): {key}")
         say(f"simulated city: {args.devices_per_kind * 3} devices; Ctrl-C stops everything")
-        while not stopping:
-            crashed = stack.exited()
-            if crashed is not None:
-                say(f"{crashed} exited unexpectedly; stopping")
-                break
-            time.sleep(0.5)
+        stack.supervisor.run_until(lambda: stopping)
     except ServiceError as exc:
         say(f"error: {exc}")
         raise SystemExit(1) from exc
