@@ -193,6 +193,13 @@ class MosquittoBroker:
     port: int
     tls_port: int | None = None
     tls_dir: Path | None = None
+    # Seconds between saves of sessions, subscriptions and queued messages: what a kill -9 of
+    # the broker can lose is what changed since the last save (README, Ingest guarantees).
+    autosave_interval_s: int = 5
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "mosquitto.db"
 
     @property
     def url(self) -> str:
@@ -233,7 +240,7 @@ class MosquittoBroker:
             f"listener {self.port} 127.0.0.1",
             "persistence true",
             f"persistence_location {self.data_dir}/",
-            "autosave_interval 30",
+            f"autosave_interval {self.autosave_interval_s}",
             f"pid_file {self.pid_path}",
             f"log_dest file {self.data_dir / 'mosquitto.log'}",
             "log_type error",
