@@ -18,6 +18,9 @@ from starlette.exceptions import HTTPException
 
 from api import routes
 from api.alerts import routes as alert_routes
+from api.broker import routes as broker_routes
+from api.broker.management import Management
+from api.broker.service import TopicRefusals
 from api.errors import http_headers, http_status
 from api.keys import routes as key_routes
 from api.keys.service import KeyChecker
@@ -27,7 +30,7 @@ from api.realtime import realtime
 from core.config import Settings, get_settings
 from core.db import DATABASE_UNAVAILABLE, create_pool
 from core.errors import AppError
-from devices.credentials import DynsecClient, DynsecLogins
+from devices.credentials import DynsecClient, DynsecLogins, RegistryLogins
 
 log = structlog.get_logger(__name__)
 
@@ -48,23 +51,43 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool = await create_pool(settings, "api")
     app.state.pool = pool
     app.state.key_checker = KeyChecker(pool)
-    registry = DynsecClient(
-        settings.mqtt_as(settings.api), f"alatau-api-registry-{uuid.uuid4().hex[:8]}"
-    )
-    app.state.device_logins = DynsecLogins(registry)
-    log.info("api started", environment=settings.environment)
+    app.state.topic_refusals = TopicRefusals()
+    log.info("api started", environment=settings.environment, edge=settings.edge.broker)
     try:
-        await registry.start()
-        async with realtime(app, settings, pool):
+        async with _edge(app, settings), realtime(app, settings, pool):
             yield
     finally:
-        await registry.stop()
         try:
             await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_TIMEOUT_S)
         except TimeoutError:
             log.warning("database pool did not drain; terminating its connections")
             pool.terminate()
         log.info("api stopped")
+
+
+@asynccontextmanager
+async def _edge(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    """Where device logins live, by edge: Mosquitto's own store, changed over its control
+    topic, or the registry alone, with the cluster's management API to drop connections."""
+    if settings.edge.broker == "rabbitmq":
+        management = Management(settings)
+        logins = RegistryLogins(management.drop_connections, settings.edge.auth_cache_ttl_s)
+        app.state.management, app.state.device_logins = management, logins
+        try:
+            yield
+        finally:
+            logins.close()
+            await management.close()
+        return
+    client = DynsecClient(
+        settings.mqtt_as(settings.api), f"alatau-api-registry-{uuid.uuid4().hex[:8]}"
+    )
+    app.state.management, app.state.device_logins = None, DynsecLogins(client)
+    try:
+        await client.start()
+        yield
+    finally:
+        await client.stop()
 
 
 def _error(
@@ -148,5 +171,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(live_routes.router)
     app.include_router(alert_routes.feeds)
     app.include_router(alert_routes.router)
+    app.include_router(broker_routes.router)
     app.mount("/static", StaticFiles(directory=routes.STATIC_DIR), name="static")
     return app

@@ -11,6 +11,8 @@ from fastapi import Depends, Query
 from starlette.requests import HTTPConnection
 
 from api.alerts.service import AlertFeed
+from api.broker.management import Management
+from api.broker.service import TopicRefusals
 from api.keys.service import KeyChecker
 from api.live.service import LiveService
 from api.schemas import AggregateFn, AggregateQuery, AwareDatetime, TimeRange
@@ -63,7 +65,20 @@ def get_alert_feed(connection: HTTPConnection) -> AlertFeed:
     return feed
 
 
+def get_topic_refusals(connection: HTTPConnection) -> TopicRefusals:
+    refusals: TopicRefusals = connection.app.state.topic_refusals
+    return refusals
+
+
+def get_management(connection: HTTPConnection) -> Management | None:
+    """The city edge's management API; None on the Mosquitto edge."""
+    management: Management | None = connection.app.state.management
+    return management
+
+
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+TopicRefusalsDep = Annotated[TopicRefusals, Depends(get_topic_refusals)]
+ManagementDep = Annotated[Management | None, Depends(get_management)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 LoginsDep = Annotated[DeviceLogins, Depends(get_device_logins)]
 KeyCheckerDep = Annotated[KeyChecker, Depends(get_key_checker)]

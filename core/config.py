@@ -138,6 +138,48 @@ class RollupSettings(BaseModel):
     retry_max_s: float = Field(default=10.0, gt=0, description="longest wait between tries")
 
 
+class EdgeSettings(BaseModel):
+    """Which broker devices reach and ingest reads: Mosquitto on one machine (the default), or
+    a RabbitMQ cluster, the city edge: devices speak MQTT to any node, their readings land in
+    one quorum queue, and ingest replicas consume it over AMQP as competing consumers."""
+
+    broker: Literal["mosquitto", "rabbitmq"] = "mosquitto"
+    amqp_url: str = Field(
+        default="amqp://127.0.0.1:5682/,amqp://127.0.0.1:5683/,amqp://127.0.0.1:5684/",
+        description="the cluster's nodes, comma-separated (a replica moves on when one fails)",
+    )
+    management_url: str = Field(
+        default="http://127.0.0.1:15682/api,http://127.0.0.1:15683/api,http://127.0.0.1:15684/api",
+        description="the nodes' management HTTP API, comma-separated",
+    )
+    vhost: str = "/"
+    queue: str = "alatau.ingest"
+    auth_token: SecretStr | None = Field(
+        default=None,
+        description="the secret in the broker's HTTP-auth URLs (/internal/broker/{token}/...):"
+        " only the broker knows it; unset, the api answers no login check",
+    )
+    auth_cache_ttl_s: float = Field(
+        default=5.0, gt=0, description="how long the broker caches an allowed login or topic"
+    )
+    prefetch: int = Field(
+        default=10_000, ge=1, description="deliveries a replica holds unacknowledged at most"
+    )
+    reconnect_delay_s: float = Field(default=0.5, gt=0)
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        return _split(self.amqp_url)
+
+    @property
+    def management_urls(self) -> list[str]:
+        return _split(self.management_url)
+
+
+def _split(urls: str) -> list[str]:
+    return [url.strip() for url in urls.split(",") if url.strip()]
+
+
 class SimulatorSettings(BrokerIdentity):
     api_url: str = "http://127.0.0.1:8000"
     client_id_prefix: str = "alatau-sim"
@@ -169,6 +211,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     rollups: RollupSettings = RollupSettings()
+    edge: EdgeSettings = EdgeSettings()
 
     @field_validator("mqtt_url")
     @classmethod

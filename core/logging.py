@@ -11,10 +11,12 @@ import structlog
 
 # Browsers send API keys to the live feeds in the URL (EventSource cannot set headers).
 _ACCESS_TOKEN: Final = re.compile(r"(access_token=)[^&\s]*")
+# The city edge's broker calls the api with its secret token in the path.
+_BROKER_TOKEN: Final = re.compile(r"(/internal/broker/)[^/\s]+")
 
 
 def redact(text: str) -> str:
-    return _ACCESS_TOKEN.sub(r"\1[redacted]", text)
+    return _BROKER_TOKEN.sub(r"\1[redacted]", _ACCESS_TOKEN.sub(r"\1[redacted]", text))
 
 
 class RedactAccessTokens(logging.Filter):

@@ -1,20 +1,24 @@
-"""Broker logins of devices, kept by Mosquitto's dynamic-security plugin.
+"""Broker logins of devices: where they live on each edge, and the Mosquitto commands for them.
 
-Every device logs in with its id as username and a random secret that the registry shows once and
-never stores: only the broker keeps it, hashed. Each device has a role of its own whose one ACL
-lets it publish on ``alatau/{kind}/{id}/#`` and nowhere else (Mosquitto 2.0's plugin has no
-``%u`` substitution, so a shared role cannot say "its own topic"). Commands go to the plugin's
-control topic and take effect at once: a disabled device is disconnected and cannot log in again.
+Every device logs in with its id as username and a random secret shown once; the registry keeps
+only its SHA-256 (``device_credentials``). On the city edge (RabbitMQ) that is all there is: the
+broker asks the api. On Mosquitto the dynamic-security plugin keeps its own hashed copy, and each
+device has a role of its own whose one ACL lets it publish on ``alatau/{kind}/{id}/#`` and
+nowhere else (Mosquitto 2.0's plugin has no ``%u`` substitution, so a shared role cannot say
+"its own topic"). Commands go to the plugin's control topic and take effect at once: a disabled
+device is disconnected and cannot log in again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
 import gmqtt
@@ -24,6 +28,7 @@ from core.config import MqttEndpoint
 from core.db import Connection
 from core.errors import Unavailable
 from core.mqtt import RECONNECT_DELAY_S, connect, make_client
+from devices import repository
 from devices.contract import Kind
 from devices.schemas import MqttLogin
 
@@ -67,6 +72,25 @@ class DeviceLogins(Protocol):
 
     async def set_enabled(self, conn: Connection, device_id: str, *, enabled: bool) -> None:
         """Allow or refuse a device's login; disabling drops its connections."""
+
+    async def after_commit(self, device_ids: Sequence[str]) -> None:
+        """The change to these devices' logins is committed: drop connections they still hold
+        where the broker does not do it by itself."""
+
+
+def secret_digest(password: str) -> bytes:
+    """What the registry keeps of a device's secret: 24 random bytes need no slow hash."""
+    return hashlib.sha256(password.encode()).digest()
+
+
+def secret_matches(password: str, digest: bytes) -> bool:
+    return hmac.compare_digest(secret_digest(password), digest)
+
+
+async def _store_secrets(conn: Connection, logins: Sequence[MqttLogin]) -> None:
+    await repository.store_secrets(
+        conn, [(login.username, secret_digest(login.password)) for login in logins]
+    )
 
 
 def device_role(device_id: str) -> str:
@@ -246,7 +270,9 @@ class DynsecClient:
 
 
 class DynsecLogins:
-    """Device logins in Mosquitto's dynamic-security store, changed through its control topic."""
+    """Device logins in Mosquitto's dynamic-security store, changed through its control topic
+    (the registry keeps the secrets' digests too, so a deployment can move to the city edge
+    without re-issuing them). The plugin drops connections by itself."""
 
     def __init__(self, client: DynsecClient) -> None:
         self.client = client
@@ -257,12 +283,70 @@ class DynsecLogins:
         commands: list[Command] = []
         for kind, login, enabled in devices:
             commands += commission_commands(kind, login, enabled=enabled)
+        await _store_secrets(conn, [login for _, login, _ in devices])
         await self.client.execute(commands)
 
     async def rotate(
         self, conn: Connection, kind: Kind, login: MqttLogin, *, enabled: bool
     ) -> None:
+        await _store_secrets(conn, [login])
         await self.client.execute(rotate_commands(login, enabled=enabled))
 
     async def set_enabled(self, conn: Connection, device_id: str, *, enabled: bool) -> None:
         await self.client.execute(enabled_commands(device_id, enabled=enabled))
+
+    async def after_commit(self, device_ids: Sequence[str]) -> None:
+        return None
+
+
+# Drops every open connection of a device at the broker.
+Disconnect = Callable[[str], Awaitable[object]]
+
+
+class RegistryLogins:
+    """Device logins kept only by the registry: the city edge's broker asks the api (RabbitMQ's
+    HTTP auth backend, behind its cache) and the api checks the digests here, so commissioning
+    is one row per device. Disabling or rotating drops the device's connections after the
+    commit, and again once the broker's cache of its old answer has expired, so a reconnect in
+    between does not outlive the change."""
+
+    def __init__(self, disconnect: Disconnect, cache_ttl_s: float) -> None:
+        self._disconnect = disconnect
+        self._cache_ttl_s = cache_ttl_s
+        self._later: set[asyncio.Task[None]] = set()
+
+    async def commission(
+        self, conn: Connection, devices: Sequence[tuple[Kind, MqttLogin, bool]]
+    ) -> None:
+        await _store_secrets(conn, [login for _, login, _ in devices])
+
+    async def rotate(
+        self, conn: Connection, kind: Kind, login: MqttLogin, *, enabled: bool
+    ) -> None:
+        await _store_secrets(conn, [login])
+
+    async def set_enabled(self, conn: Connection, device_id: str, *, enabled: bool) -> None:
+        return None
+
+    async def after_commit(self, device_ids: Sequence[str]) -> None:
+        for device_id in device_ids:
+            await self._drop(device_id)
+            task = asyncio.create_task(self._drop_again(device_id))
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+
+    async def _drop(self, device_id: str) -> None:
+        try:
+            await self._disconnect(device_id)
+        except (OSError, Unavailable) as exc:
+            log.warning(
+                "could not drop a device's connections", device_id=device_id, error=repr(exc)
+            )
+
+    async def _drop_again(self, device_id: str) -> None:
+        await asyncio.sleep(self._cache_ttl_s + 1.0)
+        await self._drop(device_id)
+
+    def close(self) -> None:
+        for task in list(self._later):
+            task.cancel()

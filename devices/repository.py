@@ -11,7 +11,7 @@ import asyncpg
 
 from core.db import Connection
 from devices.contract import District, Kind
-from devices.schemas import Presence
+from devices.schemas import DeviceCreate, Presence
 
 _DEVICE_COLUMNS: Final = (
     "device_id, kind, district, lat, lon, metadata, enabled, status, last_seen, created_at"
@@ -45,6 +45,24 @@ async def insert_device(
         lon,
         metadata,
         enabled,
+    )
+
+
+async def insert_devices(conn: Connection, bodies: Sequence[DeviceCreate]) -> list[asyncpg.Record]:
+    """Insert a commissioning list in one statement; returns the rows inserted (ids already
+    taken are left as they are and not returned)."""
+    return await conn.fetch(
+        "INSERT INTO devices (device_id, kind, district, lat, lon, metadata, enabled)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[],"
+        " $6::jsonb[], $7::bool[])"
+        f" ON CONFLICT (device_id) DO NOTHING RETURNING {_DEVICE_COLUMNS}",
+        [b.device_id for b in bodies],
+        [b.kind.value for b in bodies],
+        [b.district.value for b in bodies],
+        [b.location.lat if b.location else None for b in bodies],
+        [b.location.lon if b.location else None for b in bodies],
+        [b.metadata for b in bodies],
+        [b.enabled for b in bodies],
     )
 
 
@@ -182,5 +200,26 @@ async def silent_devices(
         silent_for,
         kind,
         district,
+        device_id,
+    )
+
+
+async def store_secrets(conn: Connection, secrets: Sequence[tuple[str, bytes]]) -> None:
+    """Set the secret digests of (device id, SHA-256) pairs, replacing any earlier one."""
+    await conn.execute(
+        "INSERT INTO device_credentials (device_id, secret_hash)"
+        " SELECT * FROM unnest($1::text[], $2::bytea[])"
+        " ON CONFLICT (device_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash,"
+        " issued_at = now()",
+        [device_id for device_id, _ in secrets],
+        [digest for _, digest in secrets],
+    )
+
+
+async def broker_login(conn: Connection, device_id: str) -> asyncpg.Record | None:
+    """What the broker's login checks need of a device: kind, enabled flag and secret digest."""
+    return await conn.fetchrow(
+        "SELECT d.kind, d.enabled, c.secret_hash FROM devices AS d"
+        " JOIN device_credentials AS c USING (device_id) WHERE d.device_id = $1",
         device_id,
     )

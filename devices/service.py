@@ -103,8 +103,9 @@ async def create_devices(
     existing: list[str] = []
     issued: list[tuple[Kind, MqttLogin, bool]] = []
     async with pool.acquire() as conn, conn.transaction():
+        rows = {row["device_id"]: row for row in await repository.insert_devices(conn, bodies)}
         for body in bodies:
-            row = await _insert(conn, body)
+            row = rows.get(body.device_id)
             if row is None:
                 existing.append(body.device_id)
                 continue
@@ -128,6 +129,7 @@ async def rotate_login(pool: asyncpg.Pool, logins: DeviceLogins, device_id: str)
         row = await device_row(conn, device_id)
         login = new_login(Kind(row["kind"]), device_id)
         await logins.rotate(conn, Kind(row["kind"]), login, enabled=row["enabled"])
+    await logins.after_commit([device_id])
     log.info("device login rotated", device_id=device_id)
     return login
 
@@ -187,6 +189,8 @@ async def update_device(
             raise device_not_found(device_id)
         if patch.enabled is not None:
             await logins.set_enabled(conn, device_id, enabled=patch.enabled)
+    if patch.enabled is False:
+        await logins.after_commit([device_id])
     log.info("device updated", device_id=device_id, fields=sorted(sent))
     return _device(row)
 
@@ -216,6 +220,11 @@ async def silent_devices(
         conn, silent_for=silent_for, kind=kind, district=district, device_id=device_id
     )
     return [row["device_id"] for row in rows]
+
+
+async def broker_login(conn: Connection, device_id: str) -> asyncpg.Record | None:
+    """Kind, enabled flag and secret digest of a device, for the broker's login checks."""
+    return await repository.broker_login(conn, device_id)
 
 
 async def record_presence(conn: Connection, updates: Sequence[Presence]) -> None:

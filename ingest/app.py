@@ -12,6 +12,7 @@ import structlog
 from core.config import Settings
 from core.db import create_pool
 from ingest import repository
+from ingest.amqp import AmqpConsumer
 from ingest.consumer import MqttConsumer
 from ingest.service import IngestService
 
@@ -23,7 +24,14 @@ POOL_CLOSE_TIMEOUT_S = 10.0
 @dataclass
 class RunningIngest:
     service: IngestService
-    consumer: MqttConsumer
+    consumer: MqttConsumer | AmqpConsumer
+
+
+def _consumer(settings: Settings, service: IngestService) -> MqttConsumer | AmqpConsumer:
+    """The source the configuration names: one pipeline behind either edge."""
+    if settings.edge.broker == "rabbitmq":
+        return AmqpConsumer(settings, service)
+    return MqttConsumer(settings, service)
 
 
 @asynccontextmanager
@@ -38,15 +46,17 @@ async def running_ingest(settings: Settings) -> AsyncIterator[RunningIngest]:
         service = IngestService(pool, settings.ingest)
         flusher = asyncio.create_task(service.run(), name="ingest-flusher")
         retention = asyncio.create_task(service.run_retention(), name="ingest-retention")
-        consumer = MqttConsumer(settings, service)
+        consumer = _consumer(settings, service)
         try:
             await consumer.start()
-            log.info("ingest running", client_id=settings.ingest.client_id)
+            log.info(
+                "ingest running", client_id=settings.ingest.client_id, edge=settings.edge.broker
+            )
             yield RunningIngest(service, consumer)
         finally:
             retention.cancel()
             retiring = settings.ingest.retire_on_stop and consumer.connected.is_set()
-            if retiring:
+            if retiring and isinstance(consumer, MqttConsumer):
                 await consumer.leave_share_group(settings.ingest.retire_quiet_s)
             service.close()
             try:

@@ -24,7 +24,7 @@ from devices.contract import TOPIC_ROOT
 from devices.contract import utc_now as now
 from ingest import metrics
 from ingest.bulkack import BulkAckHandler
-from ingest.parser import parse_message, parse_status
+from ingest.parser import parse_delivery
 from ingest.service import IngestService
 
 log = structlog.get_logger(__name__)
@@ -124,18 +124,14 @@ class MqttConsumer:
 
     def _on_message(self, topic: str, payload: bytes, ack: int | None) -> None:
         """Called synchronously by the MQTT read loop for every message: parse and queue."""
-        received_at = now()
         self._last_message_at = time.monotonic()
-        if topic.endswith("/status"):
-            message = parse_status(topic, payload, received_at)
-        else:
-            message = parse_message(
-                topic,
-                payload,
-                received_at,
-                max_payload_bytes=self._max_payload_bytes,
-                late_window=self._late_window,
-            )
+        message = parse_delivery(
+            topic,
+            payload,
+            now(),
+            max_payload_bytes=self._max_payload_bytes,
+            late_window=self._late_window,
+        )
         self._service.add(message, ack)
 
     def _acknowledge(self, acks: list[int]) -> None:

@@ -43,6 +43,10 @@ DB_RETRIES: Final = Counter(
 ACKS_SENT: Final = Counter(
     "alatau_ingest_acks_sent_total", "PUBACKs written after their batch committed"
 )
+OUTSTANDING: Final = Gauge(
+    "alatau_ingest_outstanding_deliveries",
+    "edge deliveries this replica holds unacknowledged (stored or not yet)",
+)
 ACKS_DROPPED: Final = Counter(
     "alatau_ingest_acks_dropped_total",
     "PUBACKs not written because the connection their message came on is gone "

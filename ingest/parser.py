@@ -97,6 +97,22 @@ def parse_status(topic: str, payload: bytes, received_at: datetime) -> ParsedMes
     return message
 
 
+def parse_delivery(
+    topic: str,
+    payload: bytes,
+    received_at: datetime,
+    *,
+    max_payload_bytes: int,
+    late_window: timedelta,
+) -> ParsedMessage:
+    """Whatever reached ingest on ``topic``, from either edge: a status or a telemetry message."""
+    if topic.endswith("/status"):
+        return parse_status(topic, payload, received_at)
+    return parse_message(
+        topic, payload, received_at, max_payload_bytes=max_payload_bytes, late_window=late_window
+    )
+
+
 def parse_message(
     topic: str,
     payload: bytes,

@@ -33,6 +33,7 @@ class Reason(StrEnum):
     KIND_MISMATCH = "kind_mismatch"
     INVALID_STATUS = "invalid_status"
     STORAGE_ERROR = "storage_error"
+    TOPIC_DENIED = "topic_denied"
 
 
 REASON_DESCRIPTIONS: Final[dict[Reason, str]] = {
@@ -56,6 +57,8 @@ REASON_DESCRIPTIONS: Final[dict[Reason, str]] = {
     Reason.KIND_MISMATCH: "the device is registered under another kind than the topic's",
     Reason.INVALID_STATUS: "a status message says neither online nor offline",
     Reason.STORAGE_ERROR: "the database refused the reading itself (not an outage)",
+    Reason.TOPIC_DENIED: "the broker refused a device's publish or subscription on a topic that"
+    " is not its own (city edge: recorded by the api, which answers the broker's topic check)",
 }
 
 
