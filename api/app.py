@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from alerts import routes as alert_routes
-from api import routes
+from api import docs, routes
 from api.errors import DATABASE_GONE, ApiError
 from api.keys import routes as key_routes
 from api.keys.service import KeyChecker
@@ -127,7 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description="Device registry, latest and raw readings, aggregates and ingest rejections.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by api.docs from local files (works offline)
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     app.state.settings = settings or get_settings()
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(TimeoutError, _database_timeout)
     app.add_exception_handler(asyncpg.DataError, _unstorable_value)
     app.add_exception_handler(Exception, _unexpected)
+    app.include_router(docs.router)
     app.include_router(routes.public)
     app.include_router(routes.router)
     app.include_router(key_routes.router)
