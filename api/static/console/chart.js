@@ -30,7 +30,7 @@ function valueAxisSize(self, values, axisIdx, cycleNum) {
 
 function valueRange(self, min, max) {
   if (min === null || max === null || !Number.isFinite(min)) return [0, 1];
-  if (min === max) return [min - Math.max(1, Math.abs(min) * 0.1), max + Math.max(1, Math.abs(max) * 0.1)];
+  if (min === max) return [min - Math.max(1, Math.abs(min) * 0.01), max + Math.max(1, Math.abs(max) * 0.01)];
   const pad = (max - min) * 0.08;
   return [min - pad, max + pad];
 }

@@ -18,6 +18,7 @@ const OUTLINE = [[-18, -15], [-6, -16], [9, -13], [16, -4], [19, 9], [15, 17], [
   [-6, 8], [-17, -1]];
 // Kapchagay reservoir, north-east of the Green district's shore (drawn for orientation).
 export const RESERVOIR = [[16, 17], [20, 9], [26, 11], [33, 16], [35, 24], [27, 27], [19, 24]];
+export const RESERVOIR_LABEL = [22, 15];
 
 export function project({ lat, lon }) {
   return [(lon - CITY_CENTRE.lon) * KM_PER_DEG_LON, (lat - CITY_CENTRE.lat) * KM_PER_DEG_LAT];

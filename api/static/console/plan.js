@@ -1,5 +1,5 @@
 // The city plan: districts as areas, the Kapchagay reservoir, sensors coloured by status.
-import { AREAS, DISTRICTS, RESERVOIR, centroid, position, toLatLng } from "./geometry.js";
+import { AREAS, DISTRICTS, RESERVOIR, RESERVOIR_LABEL, centroid, position, toLatLng } from "./geometry.js";
 import { h, raw } from "./dom.js";
 import { t } from "./i18n.js";
 import { STATUSES, devices, statusOf } from "./store.js";
@@ -26,7 +26,8 @@ export function createPlan(el, { only = null, onDistrict = null, onDevice = null
   L.control.zoom({ zoomInTitle: t("plan.zoom_in"), zoomOutTitle: t("plan.zoom_out") }).addTo(map);
   L.polygon(RESERVOIR.map(toLatLng), { color: "#1f6feb", weight: 1, fillColor: "#1f6feb",
     fillOpacity: 0.25, interactive: false }).addTo(map)
-    .bindTooltip(t("plan.reservoir"), { permanent: true, direction: "center", className: "water-label" });
+    .bindTooltip(t("plan.reservoir"), { permanent: true, direction: "center", className: "water-label" })
+    .openTooltip(toLatLng(RESERVOIR_LABEL));
   const bounds = [];
   for (const [name, district] of Object.entries(DISTRICTS)) {
     const corners = AREAS[name].map(toLatLng);
