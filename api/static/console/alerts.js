@@ -57,7 +57,7 @@ export function render(root) {
   const noting = new Map(); // alert id -> the note form being written
 
   function ackForm(alert) {
-    const note = h("textarea", { name: "note", rows: 2, maxlength: 1000, "aria-label": t("alert.note") });
+    const note = h("textarea", { name: "note", rows: 2, maxlength: 1000 });
     const confirm = h("button", { type: "submit", class: "primary" }, t("alert.confirm"));
     const cancel = h("button", { type: "button" }, t("alert.cancel"));
     const form = h("form", { class: "ack-form" }, h("label", {}, t("alert.note_optional"), note),

@@ -20,7 +20,7 @@ export function describe(rule) {
   const window = duration(rule.window_s);
   if (rule.condition === "offline") return t("rule.desc.offline", { window });
   return t(`rule.desc.${rule.condition}`, { metric: t(`metric.${rule.metric}`),
-    threshold: number(rule.threshold), unit: unit(unitOf(rule.metric)), window });
+    threshold: number(rule.threshold, 6), unit: unit(unitOf(rule.metric)), window });
 }
 
 function scopeText(rule) {
