@@ -17,7 +17,7 @@ import pytest
 from playwright import async_api as playwright_api
 
 from api.keys.schemas import Role
-from tests.live.conftest import live_url  # noqa: F401  (the api replica with quick alerts)
+from tests.live import conftest as live_conftest
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -53,6 +53,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# The api replica with quick live and alert settings, shared with tests/live.
+live_url = live_conftest.live_url
 
 OpenConsole = Callable[..., Awaitable[Any]]
 

@@ -17,7 +17,7 @@ from core.config import Settings
 from devices.contract import District, Kind, status_topic, telemetry_topic
 from ingest.app import RunningIngest
 from tests.console.conftest import OpenConsole, expect, screenshot
-from tests.support import eventually, publish, register
+from tests.support import publish, register
 
 
 def accept_dialogs(page: Any) -> None:
@@ -110,7 +110,7 @@ async def test_an_admin_edits_rules_and_a_refusal_shows_the_apis_detail(
             return next((r for r in rules if r["name"] == name), {})
 
         created = await rule()
-        assert created["condition"] == "above" and created["kind"] == "air"
+        assert (created["condition"], created["kind"]) == ("above", "air")
         assert (created["threshold"], created["window_s"]) == (100, 600)
         assert (created["district"], created["severity"]) == ("gate", "critical")
 

@@ -27,7 +27,8 @@ async def test_the_openapi_page_needs_no_internet(browser: Any, live_url: str) -
         operations = page.locator(".opblock")
         await expect(operations.first).to_be_visible(timeout=15_000)
         assert await operations.count() > 20
-        await expect(page.locator(".opblock-summary-path", has_text="/api/v1/city/summary")).to_have_count(1)
+        summary = page.locator(".opblock-summary-path", has_text="/api/v1/city/summary")
+        await expect(summary).to_have_count(1)
         await screenshot(page, "docs-offline.png")
     finally:
         await context.close()

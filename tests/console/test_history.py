@@ -20,7 +20,13 @@ from tests.console.conftest import OpenConsole, expect, screenshot
 from tests.support import eventually, publish, register
 
 EXPECTED_BUCKETS = {
-    "15m": "1m", "1h": "1m", "6h": "1m", "24h": "5m", "7d": "30m", "30d": "3h", "1y": "1d",
+    "15m": "1m",
+    "1h": "1m",
+    "6h": "1m",
+    "24h": "5m",
+    "7d": "30m",
+    "30d": "3h",
+    "1y": "1d",
 }
 CHART = ".history .chart"
 
@@ -64,7 +70,8 @@ async def loaded(page: Any, bucket: str, span_s: float | None = None) -> dict[st
     await expect(page.locator(".history").first).to_have_attribute("data-bucket", bucket)
     await page.wait_for_function(
         """([sel, span]) => { const s = document.querySelector(sel).__chart;
-          return s.plot && s.data[0].length && (span === null || Math.abs(s.to - s.from - span) < 1); }""",
+          return s.plot && s.data[0].length
+            && (span === null || Math.abs(s.to - s.from - span) < 1); }""",
         arg=[CHART, span_s],
     )
     return await chart_state(page)
@@ -96,16 +103,23 @@ async def test_a_gap_in_the_readings_is_a_gap_in_the_line(
     async with httpx.AsyncClient(base_url=live_url, headers=admin_headers) as client:
         response = await client.get(
             f"/api/v1/devices/{sensor}/aggregates",
-            params={"metric": "pm2_5", "bucket": "1m", "fill": "true",
-                    "from": iso(state["from"]), "to": iso(state["to"])},
+            params={
+                "metric": "pm2_5",
+                "bucket": "1m",
+                "fill": "true",
+                "from": iso(state["from"]),
+                "to": iso(state["to"]),
+            },
         )
     items = response.json()["items"]
     assert state["xs"] == [datetime.fromisoformat(i["bucket_start"]).timestamp() for i in items]
     assert state["ys"] == [i["value"] for i in items]
-    assert any(i["gap"] for i in items) and state["ys"].count(None) >= 5
+    assert any(i["gap"] for i in items)
+    assert state["ys"].count(None) >= 5
     # The line is drawn between readings and broken where the buckets are empty: look for the
     # stroke colour down one pixel column in each place.
-    gap_at = next(x for x, i in zip(state["xs"], items, strict=True) if i["gap"] and x > state["xs"][3])
+    pairs = zip(state["xs"], items, strict=True)
+    gap_at = next(x for x, i in pairs if i["gap"] and x > state["xs"][3])
     columns = await page.evaluate(
         """([sel, xs]) => {
           const u = document.querySelector(sel).__chart.plot;
@@ -128,7 +142,9 @@ async def test_a_gap_in_the_readings_is_a_gap_in_the_line(
     # A new reading appears without touching the page (short ranges follow the clock).
     await readings(settings, Kind.AIR, sensor, [0], {"pm2_5": 77.5})
     await page.wait_for_function(
-        "sel => document.querySelector(sel).__chart.data[1].includes(77.5)", arg=CHART, timeout=15_000
+        "sel => document.querySelector(sel).__chart.data[1].includes(77.5)",
+        arg=CHART,
+        timeout=15_000,
     )
     await screenshot(page, "console-history-gap.png")
 
@@ -177,10 +193,24 @@ async def test_ranges_pick_their_bucket_and_clamp_the_x_axis(
     await readings(settings, Kind.TRAFFIC, quiet, [120], {"avg_speed_kmh": 40.0})
     await stored(db_pool, "traffic_readings", quiet, 1)
     page = await open_console(Role.READER, f"#/device/{quiet}")
-    spans = {"15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800,
-             "30d": 2592000, "1y": 31536000}
-    labels = {"15m": "15 min", "1h": "1 h", "6h": "6 h", "24h": "24 h", "7d": "7 d",
-              "30d": "30 d", "1y": "1 y"}
+    spans = {
+        "15m": 900,
+        "1h": 3600,
+        "6h": 21600,
+        "24h": 86400,
+        "7d": 604800,
+        "30d": 2592000,
+        "1y": 31536000,
+    }
+    labels = {
+        "15m": "15 min",
+        "1h": "1 h",
+        "6h": "6 h",
+        "24h": "24 h",
+        "7d": "7 d",
+        "30d": "30 d",
+        "1y": "1 y",
+    }
     for key, bucket in EXPECTED_BUCKETS.items():
         await page.get_by_role("button", name=labels[key], exact=True).click()
         state = await loaded(page, bucket, spans[key])
@@ -192,8 +222,9 @@ async def test_ranges_pick_their_bucket_and_clamp_the_x_axis(
     await page.get_by_role("button", name="Custom…").click()
     almaty = datetime.now(UTC) + timedelta(hours=5)
     start, end = almaty - timedelta(hours=3), almaty - timedelta(hours=1)
-    await page.get_by_label("Start of the range (Almaty time)").fill(start.strftime("%Y-%m-%dT%H:%M"))
-    await page.get_by_label("End of the range (Almaty time)").fill(end.strftime("%Y-%m-%dT%H:%M"))
+    minute = "%Y-%m-%dT%H:%M"
+    await page.get_by_label("Start of the range (Almaty time)").fill(start.strftime(minute))
+    await page.get_by_label("End of the range (Almaty time)").fill(end.strftime(minute))
     await page.get_by_role("button", name="Show").click()
     await page.wait_for_function(
         "([sel, span]) => Math.abs(document.querySelector(sel).__chart.to"

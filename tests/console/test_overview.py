@@ -74,7 +74,8 @@ async def fleet(settings: Settings, pool: asyncpg.Pool, unique: str) -> dict[str
             districts[device_id] = district.value
             for minutes in (3, 1):
                 ts = (now - timedelta(minutes=minutes)).isoformat()
-                messages.append((telemetry_topic(kind, device_id), orjson.dumps({"ts": ts, **values})))
+                payload = orjson.dumps({"ts": ts, **values})
+                messages.append((telemetry_topic(kind, device_id), payload))
     await publish(settings, messages)
     return districts
 
@@ -113,7 +114,7 @@ async def test_tiles_show_the_api_summaries_with_unit_and_window(
                 value = summary[section][field]
                 shown = cell.locator(f'[data-kpi="{figure}"]')
                 if value is None:
-                    await expect(shown).to_have_text("–")
+                    await expect(shown).to_have_text("\u2013")
                     continue
                 assert float(await shown.get_attribute("data-value")) == value, (area, figure)
                 text = await shown.inner_text()

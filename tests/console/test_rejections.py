@@ -51,9 +51,7 @@ async def test_rejections_are_filtered_and_their_payload_expands(
     await page.get_by_role("button", name="Show", exact=True).click()
     rows = page.locator("#rejections tr")
     await expect(rows).to_have_count(3)
-    await expect(page.locator(".panel > p.muted")).to_have_text(
-        "3 rejected readings, newest first"
-    )
+    await expect(page.locator(".panel > p.muted")).to_have_text("3 rejected readings, newest first")
     for row, item in zip(await rows.all(), stored, strict=True):
         await expect(row).to_have_attribute("data-reason", item["reason"])
         await expect(row.locator("td").nth(4)).to_have_text(item["topic"])

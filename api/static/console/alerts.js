@@ -24,8 +24,9 @@ function valueCell(alert) {
 
 function ruleCell(alert) {
   const rule = rules.get(alert.rule_id);
-  return h("td", { title: alert.message }, raw(alert.rule_name, "b"), h("br"),
-    rule ? h("small", {}, describe(rule)) : null);
+  // The API's ``message`` is English: the rule's own fields say the same in the chosen language.
+  return h("td", {}, raw(alert.rule_name, "b"), h("br"),
+    rule ? h("small", {}, describe(rule)) : raw(alert.message, "small"));
 }
 
 function stateCell(alert) {
