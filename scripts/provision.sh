@@ -129,7 +129,7 @@ install_frontend() {
     touch "$stamp"
 }
 
-# Debian's Chromium for the dashboard's browser test (Playwright drives it; it downloads none).
+# Debian's Chromium for the console's browser tests (Playwright drives it; it downloads none).
 install_browser() {
     apt_install chromium chromium-driver
 }
