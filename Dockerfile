@@ -1,9 +1,10 @@
 # One image for ingest, rollups, api and the simulator; the command picks the process.
-# The dashboard's libraries come from the npm registry at build time (never committed).
+# The console's libraries and Swagger UI come from the npm registry at build time (never
+# committed).
 FROM node:20-slim AS frontend
 WORKDIR /frontend
 COPY frontend/package.json frontend/package-lock.json frontend/copy-vendor.mjs ./
-RUN mkdir -p /api/static && npm ci --no-audit --no-fund && npm run build
+RUN mkdir -p /api/static && npm ci --ignore-scripts --no-audit --no-fund && npm run build
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from api import routes
+from api import docs, routes
 from api.alerts import routes as alert_routes
 from api.broker import routes as broker_routes
 from api.broker.management import Management
@@ -150,7 +150,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description="Device registry, latest and raw readings, aggregates and ingest rejections.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by api.docs from local files (works offline)
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     app.state.settings = settings or get_settings()
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(TimeoutError, _database_timeout)
     app.add_exception_handler(asyncpg.DataError, _unstorable_value)
     app.add_exception_handler(Exception, _unexpected)
+    app.include_router(docs.router)
     app.include_router(routes.public)
     app.include_router(routes.router)
     app.include_router(key_routes.router)

@@ -1,5 +1,6 @@
-// Copies the dashboard's libraries from node_modules into api/static/vendor/ (git-ignored),
-// the folder the API serves at /static/vendor/. Run by `npm run build` (scripts/provision.sh).
+// Copies the console's libraries (Leaflet, uPlot) and Swagger UI (so /docs works offline) from
+// node_modules into api/static/vendor/ (git-ignored), the folder the API serves at
+// /static/vendor/. Run by `npm run build` (scripts/provision.sh).
 import { cpSync, mkdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,6 +15,12 @@ const files = {
   "uplot/dist/uPlot.iife.min.js": "uplot/uPlot.iife.min.js",
   "uplot/dist/uPlot.min.css": "uplot/uPlot.min.css",
   "uplot/LICENSE": "uplot/LICENSE",
+  "swagger-ui-dist/swagger-ui-bundle.js": "swagger-ui/swagger-ui-bundle.js",
+  "swagger-ui-dist/swagger-ui.css": "swagger-ui/swagger-ui.css",
+  "swagger-ui-dist/favicon-32x32.png": "swagger-ui/favicon-32x32.png",
+  "swagger-ui-dist/oauth2-redirect.html": "swagger-ui/oauth2-redirect.html",
+  "swagger-ui-dist/LICENSE": "swagger-ui/LICENSE",
+  "swagger-ui-dist/NOTICE": "swagger-ui/NOTICE",
 };
 
 rmSync(target, { recursive: true, force: true });

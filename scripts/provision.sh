@@ -115,20 +115,21 @@ install_python_env() {
     touch "$stamp"
 }
 
-# The dashboard's libraries (Leaflet, uPlot) from the npm registry, copied into the git-ignored
-# api/static/vendor/; redone only when frontend/package-lock.json changes.
+# The console's libraries (Leaflet, uPlot, Swagger UI) from the npm registry, copied into the
+# git-ignored api/static/vendor/; redone only when frontend/package-lock.json changes. No
+# package needs an install script (swagger-ui-dist's analytics dependency has one): none runs.
 install_frontend() {
     local stamp="$ROOT/api/static/vendor/.installed"
     if [ -f "$stamp" ] && [ "$stamp" -nt "$ROOT/frontend/package-lock.json" ]; then
         return 0
     fi
     command -v npm >/dev/null 2>&1 || apt_install nodejs npm
-    log "installing the dashboard's front-end libraries from npm"
-    (cd "$ROOT/frontend" && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build) >&2
+    log "installing the console's front-end libraries from npm"
+    (cd "$ROOT/frontend" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && npm run --silent build) >&2
     touch "$stamp"
 }
 
-# Debian's Chromium for the dashboard's browser test (Playwright drives it; it downloads none).
+# Debian's Chromium for the console's browser tests (Playwright drives it; it downloads none).
 install_browser() {
     apt_install chromium chromium-driver
 }

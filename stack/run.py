@@ -199,7 +199,7 @@ def main() -> None:
         key = stack.dev_admin_key()
         stack.start_processes(api_url)
         say(f"API:       {api_url}/api/v1  (OpenAPI: {api_url}/docs)")
-        say(f"Dashboard: {api_url}/#key={key}")
+        say(f"Console:   {api_url}/#key={key}")
         say(f"development admin API key (Authorization: Bearer ...): {key}")
         say(f"simulated city: {args.devices_per_kind * 3} devices; Ctrl-C stops everything")
         stack.supervisor.run_until(lambda: stopping)

@@ -98,18 +98,21 @@ async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
     assert len(response.headers["x-request-id"]) == 32
 
 
-async def test_dashboard_and_openapi_are_served(client: httpx.AsyncClient) -> None:
+async def test_console_and_openapi_are_served(client: httpx.AsyncClient) -> None:
     page = await client.get("/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     # Libraries come from npm at install time and are served locally, never from a CDN.
     assert '<script src="/static/vendor/leaflet/leaflet.js">' in page.text
     assert "https://" not in page.text
-    script = await client.get("/static/dashboard.js")
+    assert '<script type="module" src="/static/console/app.js">' in page.text
+    script = await client.get("/static/console/api.js")
     assert script.status_code == 200
-    assert 'const API = "/api/v1"' in script.text
+    assert 'export const API = "/api/v1"' in script.text
     spec = (await client.get("/openapi.json")).json()
     assert "/api/v1/devices/{device_id}/aggregates" in spec["paths"]
     error = spec["paths"]["/api/v1/devices"]["get"]["responses"]["422"]
     assert error["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
-    assert (await client.get("/docs")).status_code == 200
+    docs = await client.get("/docs")
+    assert docs.status_code == 200
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in docs.text

@@ -1,0 +1,102 @@
+"""The whole stack like ``make run``, but on free ports in a temporary folder, so it can run
+beside other stacks on the same machine (``make run`` uses fixed ports 55432 and 18830).
+
+    .venv/bin/python scripts/private_stack.py [--api-port 8123] [--devices-per-kind 20]
+
+It prints the console URL with an admin key, writes the URLs and key to ``--info`` (JSON) if
+asked, and removes everything it started on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from api.keys.schemas import ApiKeyCreate, Role  # noqa: E402
+from api.keys.service import issue_key_at  # noqa: E402
+from core.config import get_settings  # noqa: E402
+from stack.broker_auth import login_environment, with_identities  # noqa: E402
+from stack.run import Stack, say  # noqa: E402
+from stack.services import MosquittoBroker, PostgresCluster, free_port, remove_tree  # noqa: E402
+
+
+class PrivateStack(Stack):
+    """``make run``'s stack with services of its own on free ports."""
+
+    def __init__(self, folder: Path, devices_per_kind: int, rate_hz: float) -> None:
+        super().__init__(devices_per_kind, rate_hz)
+        self.folder = folder
+
+    def start_services(self) -> None:
+        postgres = PostgresCluster(self.folder / "postgres", free_port())
+        broker = MosquittoBroker(self.folder / "mosquitto", free_port())
+        for service in (postgres, broker):
+            service.start()
+            self.started_services.append(service)
+        self.env["DATABASE_URL"] = postgres.url
+        self.env["MQTT_URL"] = broker.url
+        settings = get_settings().model_copy(
+            update={"database_url": postgres.url, "mqtt_url": broker.url}
+        )
+        self.env.update(login_environment(with_identities(settings, broker.service_passwords())))
+        say(f"TimescaleDB on port {postgres.port}, Mosquitto on port {broker.port}")
+
+    def admin_key(self) -> str:
+        body = ApiKeyCreate(name="private-stack admin", role=Role.ADMIN)
+        import asyncio
+
+        token = asyncio.run(issue_key_at(self.env["DATABASE_URL"], body)).token
+        self.env["ALATAU_SIMULATOR_API_KEY"] = token
+        return token
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--api-port", type=int, default=0, help="default: a free port")
+    parser.add_argument("--devices-per-kind", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=1.0, help="readings per device per second")
+    parser.add_argument("--info", type=Path, help="write the URLs and the admin key here (JSON)")
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="alatau-private-"))
+    folder.chmod(0o755)  # the servers run as their own system users when we are root
+    port = args.api_port or free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    stack = PrivateStack(folder, args.devices_per_kind, args.rate)
+    stack.env["ALATAU_API__PORT"] = str(port)
+    stack.env["ALATAU_SIMULATOR__API_URL"] = api_url
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        stack.start_services()
+        stack.migrate()
+        key = stack.admin_key()
+        stack.start_processes(api_url)
+        if args.info:
+            info = {"api_url": api_url, "admin_key": key, "database_url": stack.env["DATABASE_URL"]}
+            args.info.write_text(json.dumps(info))
+        say(f"Console: {api_url}/#key={key}")
+        while not stopping and stack.exited() is None:
+            time.sleep(0.5)
+    finally:
+        stack.stop()
+        remove_tree(folder)
+
+
+if __name__ == "__main__":
+    main()
