@@ -12,7 +12,7 @@ export const REASONS = [
   "payload_too_large", "not_utf8", "invalid_json", "not_an_object", "empty_batch",
   "batch_too_large", "invalid_topic", "unknown_field", "missing_field", "invalid_timestamp",
   "wrong_type", "out_of_range", "no_metrics", "future_timestamp", "too_old", "unknown_device",
-  "device_disabled", "kind_mismatch", "invalid_status", "storage_error",
+  "device_disabled", "kind_mismatch", "invalid_status", "storage_error", "topic_denied",
 ];
 const SHORT = 120;
 

@@ -350,4 +350,5 @@ export default {
   "reason.kind_mismatch": "registered under another kind",
   "reason.invalid_status": "status neither online nor offline",
   "reason.storage_error": "refused by the database",
+  "reason.topic_denied": "broker refused a topic not its own",
 };

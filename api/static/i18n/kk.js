@@ -350,4 +350,5 @@ export default {
   "reason.kind_mismatch": "басқа түрмен тіркелген",
   "reason.invalid_status": "күйі online да, offline да емес",
   "reason.storage_error": "дерекқор қабылдамады",
+  "reason.topic_denied": "брокер бөтен топикке тыйым салды",
 };

@@ -350,4 +350,5 @@ export default {
   "reason.kind_mismatch": "зарегистрировано с другим типом",
   "reason.invalid_status": "статус не online и не offline",
   "reason.storage_error": "отклонено базой данных",
+  "reason.topic_denied": "брокер запретил чужой топик",
 };
