@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
+import pytest
 
 from core.config import Settings
 from core.mqtt import connect, make_client, wait_published
@@ -71,17 +72,23 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+SHARED_DATA_VARIABLE = "ALATAU_SHARED_DATA"
+
+
 def shared_data_dir() -> Path:
     """The real sensor recordings (read in place, never copied into the project): the folder
-    ``ALATAU_SHARED_DATA`` names, else ``../shared/data`` beside the checkout, else the one
-    beside the main checkout on this machine (a CI clone may live elsewhere)."""
-    root = Path(__file__).resolve().parents[1]
-    candidates = [
-        os.environ.get("ALATAU_SHARED_DATA"),
-        root.parent / "shared" / "data",
-        Path("/work/shared/data"),
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return root.parent / "shared" / "data"
+    ``ALATAU_SHARED_DATA`` names, else ``../shared/data`` beside the checkout."""
+    configured = os.environ.get(SHARED_DATA_VARIABLE)
+    if configured:
+        return Path(configured)
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout.parent / "shared" / "data"
+
+
+def needs_recording(path: Path) -> pytest.MarkDecorator:
+    """Skip a test whose recording is absent, saying where the recordings are looked for."""
+    return pytest.mark.skipif(
+        not path.is_file(),
+        reason=f"{path} is missing: set {SHARED_DATA_VARIABLE} to the folder of recordings,"
+        " or place it at ../shared/data beside the checkout",
+    )
