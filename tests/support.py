@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -92,3 +93,20 @@ def needs_recording(path: Path) -> pytest.MarkDecorator:
         reason=f"{path} is missing: set {SHARED_DATA_VARIABLE} to the folder of recordings,"
         " or place it at ../shared/data beside the checkout",
     )
+
+
+def real_clock_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """``environment`` without libfaketime, for a test tool (not a part under test) started
+    while the suite runs with its clock moved (``make test-clock-ahead``). libfaketime 0.9.10
+    does not intercept ``sem_clockwait``, which CPython 3.11 uses for every timed lock wait:
+    with the monotonic clock moved ahead, ``queue.get(timeout=0.01)`` waits that much longer,
+    and a tool whose threads poll each other that way (Schemathesis) never finishes."""
+    kept = {name: value for name, value in environment.items() if not name.startswith("FAKETIME")}
+    preload = [
+        library
+        for library in re.split(r"[:\s]+", kept.pop("LD_PRELOAD", ""))
+        if library and "libfaketime" not in library
+    ]
+    if preload:
+        kept["LD_PRELOAD"] = ":".join(preload)
+    return kept
