@@ -134,6 +134,11 @@ install_browser() {
     apt_install chromium chromium-driver
 }
 
+# libfaketime for make test-clock-ahead (the suite with the clock a month and a year ahead).
+install_clock_tools() {
+    apt_install faketime
+}
+
 # A local certificate authority and the broker's certificate for make run's TLS listener
 # (.data/tls, git-ignored); kept once made, so devices can go on trusting ca.crt.
 make_local_ca() {
@@ -148,6 +153,7 @@ main() {
     install_python_env
     install_frontend
     install_browser
+    install_clock_tools
     make_local_ca
 }
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
+import pytest
 
 from core.config import Settings
 from core.mqtt import connect, make_client, wait_published
@@ -71,17 +73,40 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+SHARED_DATA_VARIABLE = "ALATAU_SHARED_DATA"
+
+
 def shared_data_dir() -> Path:
     """The real sensor recordings (read in place, never copied into the project): the folder
-    ``ALATAU_SHARED_DATA`` names, else ``../shared/data`` beside the checkout, else the one
-    beside the main checkout on this machine (a CI clone may live elsewhere)."""
-    root = Path(__file__).resolve().parents[1]
-    candidates = [
-        os.environ.get("ALATAU_SHARED_DATA"),
-        root.parent / "shared" / "data",
-        Path("/work/shared/data"),
+    ``ALATAU_SHARED_DATA`` names, else ``../shared/data`` beside the checkout."""
+    configured = os.environ.get(SHARED_DATA_VARIABLE)
+    if configured:
+        return Path(configured)
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout.parent / "shared" / "data"
+
+
+def needs_recording(path: Path) -> pytest.MarkDecorator:
+    """Skip a test whose recording is absent, saying where the recordings are looked for."""
+    return pytest.mark.skipif(
+        not path.is_file(),
+        reason=f"{path} is missing: set {SHARED_DATA_VARIABLE} to the folder of recordings,"
+        " or place it at ../shared/data beside the checkout",
+    )
+
+
+def real_clock_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """``environment`` without libfaketime, for a test tool (not a part under test) started
+    while the suite runs with its clock moved (``make test-clock-ahead``). libfaketime 0.9.10
+    does not intercept ``sem_clockwait``, which CPython 3.11 uses for every timed lock wait:
+    with the monotonic clock moved ahead, ``queue.get(timeout=0.01)`` waits that much longer,
+    and a tool whose threads poll each other that way (Schemathesis) never finishes."""
+    kept = {name: value for name, value in environment.items() if not name.startswith("FAKETIME")}
+    preload = [
+        library
+        for library in re.split(r"[:\s]+", kept.pop("LD_PRELOAD", ""))
+        if library and "libfaketime" not in library
     ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return root.parent / "shared" / "data"
+    if preload:
+        kept["LD_PRELOAD"] = ":".join(preload)
+    return kept

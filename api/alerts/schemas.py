@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from devices.contract import METRICS_BY_NAME, District, Kind
+
+# Far beyond any useful alert, and far within what the evaluator can look back from now() (a
+# timedelta, a timestamp after 4713 BC): an unbounded window raised there and stopped every rule.
+MAX_WINDOW_S: Final = 365 * 86_400
 
 
 class Condition(StrEnum):
@@ -40,7 +45,9 @@ class RuleFields(BaseModel):
     threshold: float | None = None
     window_s: float = Field(
         gt=0,
-        description="how long the condition must hold (offline: time without a reading)",
+        le=MAX_WINDOW_S,
+        description="how long the condition must hold (offline: time without a reading), in"
+        " seconds, a year at most",
         examples=[900],
     )
     district: District | None = None
@@ -72,7 +79,7 @@ class RulePatch(BaseModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     threshold: float | None = None
-    window_s: float | None = Field(default=None, gt=0)
+    window_s: float | None = Field(default=None, gt=0, le=MAX_WINDOW_S)
     severity: Severity | None = None
     enabled: bool | None = None
 

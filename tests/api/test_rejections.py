@@ -11,14 +11,19 @@ import httpx
 
 from tests.api.conftest import parse_ts
 
-T0 = datetime(2025, 5, 20, 8, 0, tzinfo=UTC)
 NOT_UTF8 = b'{"ts": "\xff\xfe", "pm10": 1}'
 
 
-async def seed(pool: asyncpg.Pool, device_id: str) -> None:
+def recent_minute() -> datetime:
+    """Where the seeded rejections start: an hour ago, whole minute. Every ingest replica drops
+    rejections older than 30 days when it starts, so a fixed old date could vanish mid-test."""
+    return datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+
+
+async def seed(pool: asyncpg.Pool, device_id: str, t0: datetime) -> None:
     rows: list[tuple[Any, ...]] = [
         (
-            T0,
+            t0,
             f"alatau/air/{device_id}/telemetry",
             "air",
             device_id,
@@ -27,7 +32,7 @@ async def seed(pool: asyncpg.Pool, device_id: str) -> None:
             b'{"ts": 1, "pm10": 9000}',
         ),
         (
-            T0 + timedelta(minutes=1),
+            t0 + timedelta(minutes=1),
             f"alatau/air/{device_id}/telemetry",
             "air",
             device_id,
@@ -36,7 +41,7 @@ async def seed(pool: asyncpg.Pool, device_id: str) -> None:
             NOT_UTF8,
         ),
         (
-            T0 + timedelta(minutes=2),
+            t0 + timedelta(minutes=2),
             f"alatau/air/{device_id}/telemetry",
             "air",
             device_id,
@@ -57,15 +62,16 @@ async def test_rejections_newest_first_with_raw_payloads(
     client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
 ) -> None:
     device_id = f"rej-{unique}"
-    await seed(db_pool, device_id)
+    t0 = recent_minute()
+    await seed(db_pool, device_id, t0)
     response = await client.get("/api/v1/ingest/rejections", params={"device_id": device_id})
     assert response.status_code == 200, response.text
     items = response.json()["items"]
     assert [item["reason"] for item in items] == ["unknown_field", "not_utf8", "out_of_range"]
     assert [parse_ts(item["received_at"]) for item in items] == [
-        T0 + timedelta(minutes=2),
-        T0 + timedelta(minutes=1),
-        T0,
+        t0 + timedelta(minutes=2),
+        t0 + timedelta(minutes=1),
+        t0,
     ]
     first = items[0]
     assert first == {
@@ -88,7 +94,8 @@ async def test_rejection_filters(
     client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
 ) -> None:
     device_id = f"rejf-{unique}"
-    await seed(db_pool, device_id)
+    t0 = recent_minute()
+    await seed(db_pool, device_id, t0)
 
     async def reasons(**params: Any) -> list[str]:
         response = await client.get(
@@ -100,8 +107,8 @@ async def test_rejection_filters(
     assert await reasons(reason="not_utf8") == ["not_utf8"]
     assert await reasons(limit=2) == ["unknown_field", "not_utf8"]
     window = {
-        "from": (T0 + timedelta(minutes=1)).isoformat(),
-        "to": (T0 + timedelta(minutes=2)).isoformat(),
+        "from": (t0 + timedelta(minutes=1)).isoformat(),
+        "to": (t0 + timedelta(minutes=2)).isoformat(),
     }
     assert await reasons(**window) == ["not_utf8"]
     assert await reasons(reason="too_old") == []

@@ -97,9 +97,13 @@ class IngestProcess:
         self.process = subprocess.Popen([sys.executable, "-m", "ingest"], env=self.env, cwd=ROOT)
 
     async def counter(self, name: str) -> float:
-        """The sum over labels of one of the replica's Prometheus counters."""
-        async with httpx.AsyncClient() as client:
-            text = (await client.get(f"http://127.0.0.1:{self.metrics_port}/metrics")).text
+        """The sum over labels of one of the replica's Prometheus counters; 0 before its
+        exporter is up."""
+        try:
+            async with httpx.AsyncClient() as client:
+                text = (await client.get(f"http://127.0.0.1:{self.metrics_port}/metrics")).text
+        except httpx.HTTPError:
+            return 0.0
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
@@ -175,8 +179,9 @@ async def publish_stream(
         await client.disconnect()
 
 
-async def wait_until_ingesting(services: Services) -> None:
-    """Publish a probe until it is stored: then the ingester's subscription is in place."""
+async def wait_until_ingesting(services: Services, *replicas: IngestProcess) -> None:
+    """Publish a probe until one is stored and each of ``replicas`` has taken one: then their
+    subscriptions are in place (the broker deals a shared subscription's messages in turn)."""
     for attempt in range(200):
         reading = {"ts": datetime.now(UTC).isoformat(), "vehicle_count": attempt}
         client = make_client(
@@ -186,12 +191,16 @@ async def wait_until_ingesting(services: Services) -> None:
         client.publish(telemetry_topic(Kind.TRAFFIC, "probe"), orjson.dumps(reading), qos=1)
         await wait_published(client)
         await client.disconnect()
-        await asyncio.sleep(0.1)
-        if await services.pool.fetchval(
+        await asyncio.sleep(0.1)  # the polling interval
+        probes = await services.pool.fetchval(
             "SELECT count(*) FROM traffic_readings WHERE device_id = 'probe'"
-        ):
+        )
+        taken = [
+            await replica.counter("alatau_ingest_messages_received_total") for replica in replicas
+        ]
+        if probes and all(taken):
             return
-    raise AssertionError("ingest never stored the probe reading")
+    raise AssertionError("ingest never stored a probe reading on every replica")
 
 
 async def stored(pool: asyncpg.Pool) -> int:
@@ -228,7 +237,7 @@ async def test_kill_9_mid_stream_then_restart_stores_all_50000_once(services: Se
         ingester.kill()
         killed_at = await stored(services.pool)
         assert killed_at < len(messages), "the stream ended before the kill; nothing was tested"
-        await asyncio.sleep(1)
+        await asyncio.sleep(1)  # the outage: the devices go on publishing to the broker
         ingester.start()
         await publisher
         await assert_all_stored_once(services, messages)
@@ -246,8 +255,7 @@ async def test_database_away_for_10_seconds_loses_nothing(services: Services) ->
         await eventually(lambda: stored(services.pool), lambda n: n >= 3_000, timeout_s=60)
         await services.pool.expire_connections()
         await asyncio.to_thread(services.postgres.stop, "fast")
-        # The outage itself: the database stays away for a while, whatever ingest does.
-        await asyncio.sleep(10)
+        await asyncio.sleep(10)  # the outage the test is named after
         await asyncio.to_thread(services.postgres.start)
         await publisher
         await assert_all_stored_once(services, messages)
@@ -388,8 +396,7 @@ async def test_two_replicas_on_one_shared_subscription_store_each_reading_once(
     for replica in replicas:
         replica.start()
     try:
-        await wait_until_ingesting(services)
-        await asyncio.sleep(1)  # both replicas subscribed, not just the first to store the probe
+        await wait_until_ingesting(services, *replicas)
         await publish_stream(services.settings, messages, "pub-shared")
         await assert_all_stored_once(services, messages)
         duplicates = await services.pool.fetchval("SELECT count(*) FROM ingest_rejections")
@@ -409,8 +416,8 @@ async def test_a_retired_replica_leaves_nothing_behind_in_its_session(services: 
     stays.start()
     leaves.start()
     try:
-        await wait_until_ingesting(services)
-        await asyncio.sleep(1)
+        # Both subscribed: otherwise the leaving one would have no share to leave behind.
+        await wait_until_ingesting(services, stays, leaves)
         await asyncio.to_thread(leaves.stop)
         assert await leaves.exit_code() == 0
         messages = stream(4_000)

@@ -13,7 +13,7 @@ import orjson
 
 from core.config import Settings
 from core.mqtt import connect, make_client
-from tests.support import eventually
+from tests.support import eventually, publish
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class Collector:
         self.prefix = prefix
         self.topics = topics
         self.messages: list[Received] = []
+        self._marker_prefix = f"{prefix}-marker-"
+        self._markers: set[str] = set()
         self._subscribed = asyncio.Event()
         self.client = make_client(
             settings.mqtt_as(settings.api), f"test-collector-{uuid.uuid4().hex[:8]}"
@@ -41,7 +43,10 @@ class Collector:
     def _on_message(
         self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
     ) -> int:
-        if topic.split("/")[2].startswith(self.prefix):
+        device_id = topic.split("/")[2]
+        if device_id.startswith(self._marker_prefix):
+            self._markers.add(device_id)
+        elif device_id.startswith(self.prefix):
             self.messages.append(Received(topic, payload, bool(properties.get("retain"))))
         return 0
 
@@ -56,6 +61,26 @@ class Collector:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.disconnect()
+
+    async def settle(self) -> None:
+        """Publish a marker on a subscribed topic and wait for it: what the broker took before
+        it (for one subscriber, the broker keeps the order in which it routed) has then been
+        delivered, so a count taken afterwards would see anything extra. On a status topic the
+        marker is an ``online`` of a device nobody registered, which ingest takes without a row,
+        a rejection or a count; on a telemetry topic ingest keeps it as a rejection."""
+        marker = f"{self._marker_prefix}{uuid.uuid4().hex[:8]}"
+        chosen = next((t for t in self.topics if t.endswith("/status")), self.topics[0])
+        names = iter(("air", marker))
+        topic = "/".join(
+            next(names, level) if level == "+" else level for level in chosen.split("/")
+        )
+        payload = b"online" if topic.endswith("/status") else b"{}"
+        await publish(self.settings, [(topic, payload)])
+
+        async def arrived() -> bool:
+            return marker in self._markers
+
+        assert await eventually(arrived, bool, timeout_s=10), f"the marker on {topic} never came"
 
     def telemetry(self) -> dict[str, list[dict[str, Any]]]:
         """Every reading received, per device id, in arrival order."""

@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 
 from core.config import Settings
-from devices.contract import Kind, metric_names, readings_table
+from devices.contract import Kind, metric_names, readings_table, telemetry_topic
 from ingest.app import RunningIngest
 from simulators.faults import MESSAGE_FAULTS, READING_FAULTS, FaultMode, FaultPlan
 from simulators.faults import expected_rejections as rejections_for
@@ -21,7 +22,7 @@ from simulators.fleet import build_fleet
 from simulators.schemas import SimDevice
 from simulators.service import Simulation
 from tests.simulators.collector import Collector
-from tests.support import eventually, register
+from tests.support import eventually, publish, register
 
 pytestmark = pytest.mark.e2e
 
@@ -88,7 +89,11 @@ async def test_ingest_sees_exactly_the_injected_faults(
             )
         }
     )
+    # A reading sent after the simulation's: once ingest has stored it, it has had all of them.
+    sentinel = f"ft-sentinel-{unique}"
+    await register(db_pool, sentinel, Kind.AIR)
     duplicates_before = ingest.service.totals.duplicates
+    received_before = ingest.service.totals.received
     simulation = Simulation(
         settings,
         fleet,
@@ -103,7 +108,7 @@ async def test_ingest_sees_exactly_the_injected_faults(
     )
     async with Collector(settings, prefix, ("alatau/+/+/status",)) as statuses:
         stats = await simulation.run()
-        await asyncio.sleep(0.3)  # the last retained offline reaches the collector
+        await statuses.settle()  # every status, the last offline included, has arrived
     counts = stats.faults
     for mode in FaultMode:
         assert counts.injected[mode.value] > 0, mode  # the seed exercises every mode
@@ -123,7 +128,19 @@ async def test_ingest_sees_exactly_the_injected_faults(
         lambda: asyncio.sleep(0, ingest.service.totals.duplicates - duplicates_before),
         lambda n: n >= counts.duplicate_readings,
     )
-    await asyncio.sleep(0.5)  # nothing more may arrive
+    # Each reading ingest receives ends as one row, duplicate or rejection: with the sentinel
+    # stored, the outcomes must add up to exactly what was sent, or something extra came.
+    sent = expected_rows + counts.duplicate_readings + sum(expected_rejections.values())
+    last = {"ts": datetime.now(UTC).isoformat(), "pm2_5": 1.0}
+    await publish(settings, [(telemetry_topic(Kind.AIR, sentinel), orjson.dumps(last))])
+
+    async def settled() -> tuple[int, int]:
+        stored: int = await db_pool.fetchval(
+            "SELECT count(*) FROM air_readings WHERE device_id = $1", sentinel
+        )
+        return stored, ingest.service.totals.received - received_before
+
+    assert await eventually(settled, lambda s: s[0] == 1 and s[1] >= sent + 1) == (1, sent + 1)
 
     assert await rejections(db_pool, device_ids) == expected_rejections
     assert ingest.service.totals.duplicates - duplicates_before == counts.duplicate_readings > 0

@@ -21,7 +21,7 @@ from simulators.fleet import build_fleet
 from simulators.models import DeviceStream, format_ts
 from simulators.profiles import ALMATY
 from simulators.schemas import SimDevice
-from tests.support import shared_data_dir
+from tests.support import needs_recording, shared_data_dir
 
 SEED = 42
 STEP_S = 300.0
@@ -217,7 +217,7 @@ def real_winter_summer_ratio() -> float:
     return mean(winter) / mean(summer)
 
 
-@pytest.mark.skipif(not PM25_DAILY.exists(), reason=f"{PM25_DAILY} is not there")
+@needs_recording(PM25_DAILY)
 def test_winter_pm25_exceeds_summer_pm25_about_as_much_as_in_almaty() -> None:
     real = real_winter_summer_ratio()
     assert 3 < real < 7  # the file is what we think it is

@@ -25,14 +25,13 @@ from simulators.__main__ import app
 from simulators.replay import RecordingError, Replay, device_id_for, load_recording
 from stack.broker_auth import login_environment
 from tests.simulators.collector import Collector
-from tests.support import eventually, register, shared_data_dir
+from tests.support import eventually, needs_recording, register, shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = shared_data_dir()
 NAB = DATA / "nab_mndot_occupancy_6005.csv"
 PM10 = DATA / "airdatakz_almaty_pm10_hourly.csv.gz"
 NAB_ROWS = 2380
-needs_data = pytest.mark.skipif(not NAB.exists(), reason=f"{DATA} is not there")
 
 
 def nab_rows() -> list[tuple[datetime, float]]:
@@ -43,7 +42,7 @@ def nab_rows() -> list[tuple[datetime, float]]:
         ]
 
 
-@needs_data
+@needs_recording(NAB)
 def test_the_nab_file_is_one_device_in_time_order() -> None:
     recording = load_recording(NAB, kind=Kind.TRAFFIC, metric="occupancy_pct", prefix="nab")
     assert [device.device_id for device in recording.devices] == ["nab"]
@@ -54,7 +53,7 @@ def test_the_nab_file_is_one_device_in_time_order() -> None:
     assert max(gaps) > timedelta(days=3)  # the known multi-day gap is kept
 
 
-@needs_data
+@needs_recording(PM10)
 def test_the_air_file_gives_one_device_per_station_with_offsets_honoured() -> None:
     recording = load_recording(PM10, kind=Kind.AIR, metric="pm10", prefix="aq")
     ids = {device.device_id for device in recording.devices}
@@ -139,7 +138,7 @@ async def wide_window_ingest(ingest_settings: Settings) -> AsyncIterator[Running
         yield running
 
 
-@needs_data
+@needs_recording(NAB)
 async def test_replaying_the_nab_file_stores_exactly_its_rows(
     wide_window_ingest: RunningIngest,
     ingest_settings: Settings,

@@ -69,7 +69,7 @@ async def test_the_subscriber_receives_exactly_the_recorded_readings(
         stats = await simulation.run()
         assert len(simulation.published) == 5 * len(fleet)
         await collector.wait_for_readings(5 * len(fleet))
-        await asyncio.sleep(0.2)  # nothing more may arrive
+        await collector.settle()  # anything more would have arrived by now
 
         received = collector.telemetry()
         assert by_ts(received) == by_ts(recorded(simulation))
@@ -136,7 +136,7 @@ async def test_an_unbounded_run_stops_cleanly_without_losing_a_reading(
         simulation.stop()
         stats = await asyncio.wait_for(running, timeout=20)
         await collector.wait_for_readings(stats.readings_sent)
-        await asyncio.sleep(0.2)
+        await collector.settle()
         assert by_ts(collector.telemetry()) == by_ts(recorded(simulation))
         assert collector.statuses() == {device.device_id: ["online", "offline"] for device in fleet}
     assert stats.errors == 0
@@ -169,7 +169,7 @@ async def test_a_stop_still_sends_what_faulty_firmware_held_back(
         published = recorded(simulation)
         assert sum(len(readings) for readings in published.values()) >= stats.readings_sent
         await collector.wait_for_readings(stats.readings_sent)
-        await asyncio.sleep(0.2)
+        await collector.settle()
         assert by_ts(collector.telemetry()) == by_ts(published)
     assert stats.faults.injected["late"] > 0
     for device in fleet:
