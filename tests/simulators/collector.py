@@ -103,9 +103,12 @@ class Collector:
                 statuses[message.topic.split("/")[2]].append(message.payload.decode())
         return dict(statuses)
 
+    def reading_count(self) -> int:
+        return sum(len(readings) for readings in self.telemetry().values())
+
     async def wait_for_readings(self, total: int, timeout_s: float = 20.0) -> int:
         async def count() -> int:
-            return sum(len(readings) for readings in self.telemetry().values())
+            return self.reading_count()
 
         return await eventually(count, lambda n: n >= total, timeout_s=timeout_s)
 

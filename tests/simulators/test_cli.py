@@ -75,6 +75,7 @@ async def test_a_counted_run_publishes_the_deterministic_readings_and_exits(
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
         assert process.returncode == 0, stderr.decode()
         await collector.wait_for_readings(4 * len(fleet))
+        await collector.settle()
     received = collector.telemetry()
     for device in fleet:
         stream = DeviceStream(device, seed=4, start=START, step_s=3.0)
@@ -100,7 +101,9 @@ async def test_sigterm_stops_cleanly_and_loses_nothing(settings: Settings, uniqu
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
         assert process.returncode == 0, stderr.decode()
         sent = log_events(stderr)["simulator finished"]["readings"]
-        assert await collector.wait_for_readings(sent) == sent
+        await collector.wait_for_readings(sent)
+        await collector.settle()
+        assert collector.reading_count() == sent
     received = collector.telemetry()
     for device in fleet:
         readings = received[device.device_id]
@@ -175,6 +178,7 @@ async def test_two_processes_share_the_fleet_and_publish_what_one_would(
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
         assert process.returncode == 0, stderr.decode()
         await collector.wait_for_readings(3 * len(fleet))
+        await collector.settle()
     finished = log_events(stderr)["simulator finished"]
     assert (finished["workers"], finished["readings"], finished["errors"]) == (2, 3 * 102, 0)
     received = collector.telemetry()
@@ -203,7 +207,9 @@ async def test_sigterm_stops_every_worker_cleanly(settings: Settings, unique: st
         assert process.returncode == 0, stderr.decode()
         finished = log_events(stderr)["simulator finished"]
         assert finished["errors"] == 0
-        assert await collector.wait_for_readings(finished["readings"]) == finished["readings"]
+        await collector.wait_for_readings(finished["readings"])
+        await collector.settle()
+        assert collector.reading_count() == finished["readings"]
     assert set(collector.telemetry()) == {device.device_id for device in fleet}
     assert await retained_statuses(settings, prefix, len(fleet)) == {
         device.device_id: "offline" for device in fleet

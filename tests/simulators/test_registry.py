@@ -36,6 +36,7 @@ class FakeApi:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            # A request takes a moment, as over a network: requests overlap and are counted.
             await asyncio.sleep(0.005)
             self.headers.append(request.headers)
             rotate = re.fullmatch(r"/api/v1/devices/([^/]+)/credentials", request.url.path)

@@ -264,6 +264,7 @@ async def test_the_replay_command_publishes_the_recording_and_exits(
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
         assert process.returncode == 0, stderr.decode()
         await collector.wait_for_readings(6)
+        await collector.settle()
     received = collector.telemetry()
     assert {d: [r["pm10"] for r in rs] for d, rs in received.items()} == {
         f"{prefix}-a": [1.0, 11.0, 21.0],
