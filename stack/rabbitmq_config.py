@@ -78,13 +78,15 @@ def render_rabbitmq_conf(
         f"mqtt.listeners.tcp.1 = 127.0.0.1:{ports.mqtt}",
         "management.tcp.ip = 127.0.0.1",
         f"management.tcp.port = {ports.management}",
-        # Devices are answered by the registry over HTTP behind a cache; the services' own
-        # logins live in the internal database, asked when the HTTP backend refuses.
-        "auth_backends.1 = cache",
+        # The services' logins live in the internal database, asked first: the other way
+        # round every service login and every management API request would send that
+        # service's password to the HTTP endpoint (refusals are not cached). Devices are not
+        # in it, so theirs fall through to the registry over HTTP, behind a cache.
+        "auth_backends.1 = internal",
+        "auth_backends.2 = cache",
         "auth_cache.cached_backend = http",
         f"auth_cache.cache_ttl = {config.auth_cache_ttl_ms}",
         "auth_cache.cache_refusals = false",
-        "auth_backends.2 = internal",
         f"auth_http.http_method = {config.auth_http_method}",
         *auth,
         f"auth_http.request_timeout = {config.auth_request_timeout_ms}",
