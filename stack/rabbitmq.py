@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -288,6 +289,11 @@ class RabbitCluster:
             )
         return result.stdout
 
+    def mqtt_accepts(self, i: int) -> bool:
+        """Whether node ``i`` accepts an MQTT 3.1.1 login (the administrator's, which exists
+        from the first boot): its listener is up and its client-id tracker has a leader."""
+        return mqtt_login_accepted(self.mqtt_port(i), f"service.{ADMIN}", self.passwords()[ADMIN])
+
     def _join(self, i: int) -> None:
         """Join node ``i`` to node 1's cluster by hand (a blank node normally joins by itself
         while booting; this is for one that booted alone)."""
@@ -346,21 +352,30 @@ class RabbitCluster:
             _chown_tree(self.data_dir, user)
         self._start_epmd()
         blank = not self._formed_marker.exists()
-        for i in self.nodes:
-            if self.node_pid(i) is None:
-                self._spawn_node(i)
-        with ThreadPoolExecutor(len(self.nodes)) as pool:
-            list(pool.map(self._wait_listening, self.nodes))
-        self.startup_seconds["boot"] = time.monotonic() - began
         if blank:
+            # One node at a time: each new node's MQTT plugin joins the client-id tracker (a
+            # Raft cluster) through a settled leader. Booted together, a plugin can wait 100 s
+            # on a leaderless peer, or its node refuses MQTT logins ("server unavailable").
+            for i in self.nodes:
+                self._spawn_node(i)
+                self._wait_listening(i)
+                self.startup_seconds[f"node{i}"] = time.monotonic() - began
             members = self.cluster_members()
             alone = [i for i in self.nodes if self.node_name(i) not in members]
-            if alone:
-                log.warning("rabbitmq nodes booted outside the cluster; joining", nodes=alone)
-                with ThreadPoolExecutor(len(alone)) as pool:
-                    list(pool.map(self._join, alone))
-            self.startup_seconds["join"] = time.monotonic() - began
+            for i in alone:
+                log.warning("rabbitmq node booted outside the cluster; joining", node=i)
+                self._join(i)
+        else:
+            # Known members wait for each other's tables at boot: start them all at once.
+            for i in self.nodes:
+                if self.node_pid(i) is None:
+                    self._spawn_node(i)
+            with ThreadPoolExecutor(len(self.nodes)) as pool:
+                list(pool.map(self._wait_listening, self.nodes))
+        self.startup_seconds["boot"] = time.monotonic() - began
         self._wait_running(self.nodes)
+        for i in self.nodes:
+            _wait(lambda i=i: self.mqtt_accepts(i), 60, f"node {i} did not accept MQTT logins")
         self.startup_seconds["running"] = time.monotonic() - began
         with self.admin_client() as client:
             declare_topology(
@@ -404,6 +419,31 @@ class RabbitCluster:
             process.wait(timeout=30)
         self._processes.clear()
         self._stop_epmd()
+
+
+def _mqtt_string(value: str) -> bytes:
+    data = value.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
+def mqtt_login_accepted(port: int, username: str, password: str, timeout_s: float = 5) -> bool:
+    """One MQTT 3.1.1 CONNECT with a clean session; True on CONNACK 0 (then DISCONNECT)."""
+    client_id = f"probe-{secrets.token_hex(4)}"
+    # Protocol "MQTT" level 4; flags: username, password, clean session; keepalive 10 s.
+    variable = _mqtt_string("MQTT") + bytes([4, 0xC2, 0, 10])
+    payload = _mqtt_string(client_id) + _mqtt_string(username) + _mqtt_string(password)
+    body = variable + payload
+    packet = bytes([0x10, len(body)]) + body  # every field here is short: one length byte
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+            sock.sendall(packet)
+            connack = sock.recv(4)
+            accepted = len(connack) == 4 and connack[0] == 0x20 and connack[3] == 0
+            if accepted:
+                sock.sendall(bytes([0xE0, 0]))
+            return accepted
+    except OSError:
+        return False
 
 
 def local_edge(data_dir: Path, config: EdgeConfig) -> RabbitCluster:
