@@ -68,7 +68,9 @@ class AuthServer:
         if endpoint == "vhost":
             return "allow" if params.get("vhost") == "/" else "deny"
         if endpoint == "resource":
-            allowed = (params.get("resource") == "exchange" and params.get("name") == "amq.topic") or (
+            allowed = (
+                params.get("resource") == "exchange" and params.get("name") == "amq.topic"
+            ) or (
                 params.get("resource") == "queue"
                 and params.get("name", "").startswith(f"mqtt-subscription-{username}")
             )

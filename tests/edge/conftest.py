@@ -78,7 +78,9 @@ def device_factory(auth_server: AuthServer) -> Iterator[DeviceFactory]:
     """``make(name, clean_session=True)``: a device the auth server knows, closed after."""
     made: list[Device] = []
 
-    def make(name: str | None = None, *, clean_session: bool = True, password: str | None = None) -> Device:
+    def make(
+        name: str | None = None, *, clean_session: bool = True, password: str | None = None
+    ) -> Device:
         device_id = name or f"dev-{uuid.uuid4().hex[:10]}"
         secret = uuid.uuid4().hex
         auth_server.devices[device_id] = secret

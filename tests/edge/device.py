@@ -48,26 +48,37 @@ class Device:
         self.client.on_publish = self._on_publish
         self.client.on_subscribe = self._on_subscribe
 
-    def _on_connect(self, client: paho.Client, userdata: object, flags: object, rc: ReasonCode, props: object) -> None:
+    def _on_connect(
+        self, client: paho.Client, userdata: object, flags: object, rc: ReasonCode, props: object
+    ) -> None:
         with self.changed:
             self.connack = rc
             if not rc.is_failure:
                 self.connects.append(time.monotonic())
             self.changed.notify_all()
 
-    def _on_disconnect(self, client: paho.Client, userdata: object, flags: object, rc: ReasonCode, props: object) -> None:
+    def _on_disconnect(
+        self, client: paho.Client, userdata: object, flags: object, rc: ReasonCode, props: object
+    ) -> None:
         with self.changed:
             self.disconnects.append(time.monotonic())
             self.changed.notify_all()
 
-    def _on_publish(self, client: paho.Client, userdata: object, mid: int, rc: ReasonCode, props: object) -> None:
+    def _on_publish(
+        self, client: paho.Client, userdata: object, mid: int, rc: ReasonCode, props: object
+    ) -> None:
         with self.changed:
             self.acked.add(mid)
             self.ack_times[mid] = time.monotonic()
             self.changed.notify_all()
 
     def _on_subscribe(
-        self, client: paho.Client, userdata: object, mid: int, codes: list[ReasonCode], props: object
+        self,
+        client: paho.Client,
+        userdata: object,
+        mid: int,
+        codes: list[ReasonCode],
+        props: object,
     ) -> None:
         with self.changed:
             self.subscribed[mid] = [code.value for code in codes]

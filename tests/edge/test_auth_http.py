@@ -104,8 +104,10 @@ def test_subscribing_asks_for_the_session_queue_and_a_topic_read(
     result, mid = device.client.subscribe(f"alatau/air/{device.username}/config", qos=1)
     granted = device.wait_for(lambda: device.subscribed.get(mid) is not None)
     assert granted and device.subscribed[mid] == [1]
-    asked = [(r.endpoint, r.params.get("resource"), r.params.get("permission")) for r in
-             _since(auth_server.requests_for(device.username), mark)]
+    asked = [
+        (r.endpoint, r.params.get("resource"), r.params.get("permission"))
+        for r in _since(auth_server.requests_for(device.username), mark)
+    ]
     queue = f"mqtt-subscription-{device.client_id}qos1"
     assert asked == [
         ("resource", "queue", "configure"),
@@ -146,7 +148,9 @@ def test_get_sends_the_same_fields_in_the_query_string(
 def _set_http_method(edge: RabbitCluster, method: str) -> None:
     # The backend reads its method on every request: switch it on the running nodes.
     for i in edge.nodes:
-        edge.ctl(i, "eval", f"application:set_env(rabbitmq_auth_backend_http, http_method, {method}).")
+        edge.ctl(
+            i, "eval", f"application:set_env(rabbitmq_auth_backend_http, http_method, {method})."
+        )
 
 
 def test_allows_are_cached_for_the_ttl_and_refusals_not_at_all(
@@ -167,7 +171,9 @@ def test_allows_are_cached_for_the_ttl_and_refusals_not_at_all(
 
     refused = device_factory(password="not-the-secret")
     for attempt in (1, 2):
-        assert refused.connect(edge.mqtt_port(1)).getName() == "Bad user name or password"  # 3.1.1 code 4
+        assert (
+            refused.connect(edge.mqtt_port(1)).getName() == "Bad user name or password"
+        )  # 3.1.1 code 4
         refused.stop()
         assert len(auth_server.requests_for(refused.username, "user")) == attempt
 

@@ -43,13 +43,25 @@ def test_a_full_queue_gets_no_puback_and_the_broker_drops_the_device(
     device = device_factory(routing_key.split(".")[2])
     assert not device.connect(healthy_edge.mqtt_port(1)).is_failure
     topic = routing_key.replace(".", "/")
-    stored = [device.publish(topic, f"m{n}") for n in range(2)]
-    assert device.wait_acked(stored)
-    refused = device.publish(topic, b"one too many")
-    # The queue's nack is never turned into a PUBACK: the MQTT plugin closes the connection.
-    assert device.wait_for(lambda: len(device.disconnects) >= 1)
+    # A quorum queue reaches its "reject-publish" state a little after the limit: one at a
+    # time, the publishes are acknowledged until the queue has refused one.
+    accepted = 0
+    refused = None
+    for n in range(10):
+        mid = device.publish(topic, f"m{n}")
+        if not device.wait_for(lambda mid=mid: mid in device.acked or bool(device.disconnects), 5):
+            refused = mid
+            break
+        if device.disconnects:
+            refused = mid
+            break
+        accepted += 1
+    device.wait_for(lambda: bool(device.disconnects), 10)
+    # Observed on 3.10.8: max-length 2 accepted three, refused the fourth, then dropped us.
+    assert 2 <= accepted <= 3
+    assert len(device.disconnects) == 1
     device.stop()
-    assert refused not in device.acked
+    assert refused is not None and refused not in device.acked
 
 
 def test_no_puback_without_a_quorum_then_one_once_it_returns(
@@ -72,8 +84,9 @@ def test_no_puback_without_a_quorum_then_one_once_it_returns(
     edge.start_node(2)
     assert device.wait_acked([mid], timeout_s=60)
     assert device.disconnects == []
-    # A new login meanwhile: the client-id tracker has no majority either.
-    assert late_connack.getName() == "Server unavailable"
+    # A new login meanwhile was accepted: 3.10 registers the client id with its tracker (a
+    # Raft cluster, also without a majority then) asynchronously, after the CONNACK.
+    assert late_connack.getName() == "Success"
 
 
 @dataclass
@@ -141,7 +154,9 @@ async def test_kill_9_of_a_node_loses_no_acknowledged_reading(
         edge.kill_node(victim)
         assert on_victim.device.wait_for(lambda: len(on_victim.failovers) >= 1, 30)
         acked_at_kill = len(on_victim.device.acked)
-        assert on_victim.device.wait_for(lambda: len(on_victim.device.acked) > acked_at_kill + 500, 60)
+        assert on_victim.device.wait_for(
+            lambda: len(on_victim.device.acked) > acked_at_kill + 500, 60
+        )
         assert on_survivor.device.wait_for(lambda: len(on_survivor.acked_sequences()) > 2000, 60)
     finally:
         for stream in streams:
@@ -150,9 +165,7 @@ async def test_kill_9_of_a_node_loses_no_acknowledged_reading(
             thread.join(timeout=30)
     edge.start_node(victim)
     dropped, reconnected = on_victim.failovers[0]
-    wanted = {
-        stream.device.username: stream.acked_sequences() for stream in streams
-    }
+    wanted = {stream.device.username: stream.acked_sequences() for stream in streams}
 
     def received_by_device(messages: list) -> dict[str, set[int]]:  # type: ignore[type-arg]
         seen: dict[str, set[int]] = {name: set() for name in wanted}
