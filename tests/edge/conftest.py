@@ -79,12 +79,15 @@ def device_factory(auth_server: AuthServer) -> Iterator[DeviceFactory]:
     made: list[Device] = []
 
     def make(
-        name: str | None = None, *, clean_session: bool = True, password: str | None = None
+        name: str | None = None,
+        *,
+        clean_session: bool = True,
+        password: str | None = None,
+        client_id: str | None = None,
     ) -> Device:
         device_id = name or f"dev-{uuid.uuid4().hex[:10]}"
-        secret = uuid.uuid4().hex
-        auth_server.devices[device_id] = secret
-        device = Device(device_id, password or secret, f"{device_id}-c", clean_session)
+        secret = auth_server.devices.setdefault(device_id, uuid.uuid4().hex)
+        device = Device(device_id, password or secret, client_id or f"{device_id}-c", clean_session)
         made.append(device)
         return device
 

@@ -118,7 +118,12 @@ class Device:
 
 class DeviceFactory(Protocol):
     def __call__(
-        self, name: str | None = None, *, clean_session: bool = True, password: str | None = None
+        self,
+        name: str | None = None,
+        *,
+        clean_session: bool = True,
+        password: str | None = None,
+        client_id: str | None = None,
     ) -> Device: ...
 
 

@@ -101,9 +101,10 @@ def test_subscribing_asks_for_the_session_queue_and_a_topic_read(
     device = device_factory(clean_session=False)
     assert not device.connect(edge.mqtt_port(2)).is_failure
     mark = time.monotonic()
-    result, mid = device.client.subscribe(f"alatau/air/{device.username}/config", qos=1)
+    _, mid = device.client.subscribe(f"alatau/air/{device.username}/config", qos=1)
     granted = device.wait_for(lambda: device.subscribed.get(mid) is not None)
-    assert granted and device.subscribed[mid] == [1]
+    assert granted
+    assert device.subscribed[mid] == [1]
     asked = [
         (r.endpoint, r.params.get("resource"), r.params.get("permission"))
         for r in _since(auth_server.requests_for(device.username), mark)

@@ -8,8 +8,8 @@ import subprocess
 import httpx
 
 from stack.rabbitmq import RabbitCluster
-from tests.edge.device import poll
 from stack.rabbitmq_topology import INGEST_BINDINGS, INGEST_QUEUE, quorum_members
+from tests.edge.device import poll
 
 
 def test_three_running_nodes_by_the_cli_and_the_api(edge: RabbitCluster) -> None:

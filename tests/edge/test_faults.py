@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -61,7 +62,8 @@ def test_a_full_queue_gets_no_puback_and_the_broker_drops_the_device(
     assert 2 <= accepted <= 3
     assert len(device.disconnects) == 1
     device.stop()
-    assert refused is not None and refused not in device.acked
+    assert refused is not None
+    assert refused not in device.acked
 
 
 def test_no_puback_without_a_quorum_then_one_once_it_returns(
@@ -185,9 +187,14 @@ async def test_kill_9_of_a_node_loses_no_acknowledged_reading(
     for name, acked in wanted.items():
         assert acked - received[name] == set(), f"{name}: acknowledged readings lost"
     duplicates = len(messages) - sum(len(s) for s in received.values())
-    print(
-        f"\nkill -9 of {leader}: dropped after {dropped - killed_at:.3f}s, "
-        f"reconnected to another node {reconnected - dropped:.3f}s later; "
-        f"acked {sum(map(len, wanted.values()))}, received {len(messages)} "
-        f"({duplicates} duplicates); survivor's stream acked {len(wanted[on_survivor.device.username])}"
+    logging.getLogger(__name__).warning(
+        "kill -9 of %s: dropped after %.3fs, reconnected to another node %.3fs later; "
+        "acked %d, received %d (%d duplicates); survivor's stream acked %d",
+        leader,
+        dropped - killed_at,
+        reconnected - dropped,
+        sum(map(len, wanted.values())),
+        len(messages),
+        duplicates,
+        len(wanted[on_survivor.device.username]),
     )

@@ -89,7 +89,8 @@ async def test_the_api_binds_its_own_live_queue_to_alatau_topics_only(
         message = await live.get(timeout=10, fail=False)
         while message is not None and device.username not in message.routing_key:
             message = await live.get(timeout=10, fail=False)
-        assert message is not None and message.body == b"live"
+        assert message is not None
+        assert message.body == b"live"
         # It may look at the ingest queue (a passive declare needs no permission), not read it.
         ingest_queue = await (await connection.channel()).get_queue(INGEST_QUEUE)
         with pytest.raises(ChannelAccessRefused):
