@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -61,13 +62,13 @@ def service_username(service: str) -> str:
     return f"service.{service}"
 
 
-def load_or_create_passwords(path: Path) -> dict[str, str]:
+def load_or_create_passwords(path: Path, services: Iterable[str] = SERVICE_ROLES) -> dict[str, str]:
     """The services' passwords, made once and kept beside the broker's data (mode 600)."""
     try:
         passwords: dict[str, str] = json.loads(path.read_text())
     except FileNotFoundError:
         passwords = {}
-    missing = [service for service in SERVICE_ROLES if service not in passwords]
+    missing = [service for service in services if service not in passwords]
     if missing:
         passwords.update({service: secrets.token_urlsafe(24) for service in missing})
         path.parent.mkdir(parents=True, exist_ok=True)
