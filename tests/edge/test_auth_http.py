@@ -101,7 +101,9 @@ def test_subscribing_asks_for_the_session_queue_and_a_topic_read(
     device = device_factory(clean_session=False)
     assert not device.connect(edge.mqtt_port(2)).is_failure
     mark = time.monotonic()
-    _, mid = device.client.subscribe(f"alatau/air/{device.username}/config", qos=1)
+    _, subscribed = device.client.subscribe(f"alatau/air/{device.username}/config", qos=1)
+    assert subscribed is not None
+    mid: int = subscribed
     granted = device.wait_for(lambda: device.subscribed.get(mid) is not None)
     assert granted
     assert device.subscribed[mid] == [1]
