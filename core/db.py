@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, TypeVar
 
 import asyncpg
 import orjson
+import structlog
 
 from core.config import Settings
 
@@ -69,3 +73,50 @@ async def create_pool(
 
 # What repositories accept: a bare connection, or one borrowed from a pool.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+async def until_available(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    initial_s: float,
+    max_s: float,
+    stop: asyncio.Event | None = None,
+    step: str,
+) -> T | None:
+    """Await ``operation`` until the database lets it through, waiting ``initial_s`` doubling
+    to ``max_s`` between tries, each logged; None if ``stop`` is set first."""
+    delay = initial_s
+    failing_since: float | None = None
+    while stop is None or not stop.is_set():
+        try:
+            result = await operation()
+        except RETRYABLE as exc:
+            if failing_since is None:
+                failing_since = time.monotonic()
+            log.warning(
+                "database unavailable, retrying"
+                if isinstance(exc, DATABASE_UNAVAILABLE)
+                else "transaction aborted by the database, retrying",
+                step=step,
+                error=repr(exc),
+                retry_in_s=delay,
+            )
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+            delay = min(delay * 2, max_s)
+            continue
+        if failing_since is not None:
+            log.info(
+                "database available again",
+                step=step,
+                unavailable_s=round(time.monotonic() - failing_since, 1),
+            )
+        return result
+    return None

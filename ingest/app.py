@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import structlog
 
 from core.config import Settings
-from core.db import create_pool
+from core.db import create_pool, until_available
 from ingest import repository
 from ingest.amqp import AmqpConsumer
 from ingest.consumer import MqttConsumer
@@ -41,7 +41,14 @@ async def running_ingest(settings: Settings) -> AsyncIterator[RunningIngest]:
     On exit the consumer stays connected while the last batch is written, so those messages are
     acknowledged; anything that arrives later stays with the broker for the next session.
     """
-    pool = await create_pool(settings, "ingest", init=repository.prepare_connection)
+    # Started before the database is up (a restart of everything), it waits for it.
+    pool = await until_available(
+        lambda: create_pool(settings, "ingest", init=repository.prepare_connection),
+        initial_s=settings.ingest.retry_initial_s,
+        max_s=settings.ingest.retry_max_s,
+        step="connect",
+    )
+    assert pool is not None  # no stop event: it returns only with a pool
     try:
         service = IngestService(pool, settings.ingest)
         flusher = asyncio.create_task(service.run(), name="ingest-flusher")

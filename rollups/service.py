@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,7 +14,8 @@ import asyncpg
 import structlog
 
 from core.config import RollupSettings, Settings
-from core.db import DATABASE_UNAVAILABLE, RETRYABLE, Connection, create_pool
+from core.db import Connection, create_pool
+from core.db import until_available as db_until_available
 from devices.contract import Kind
 from rollups import repository
 from rollups.buckets import DAY, Bucket
@@ -162,35 +162,15 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
 async def until_available(
     operation: Callable[[], Awaitable[T]], settings: RollupSettings, stop: asyncio.Event, step: str
 ) -> T | None:
-    """Await ``operation`` until the database lets it through, waiting from ``retry_initial_s``
-    doubling to ``retry_max_s`` between tries; None if ``stop`` is set first."""
-    delay = settings.retry_initial_s
-    failing_since: float | None = None
-    while not stop.is_set():
-        try:
-            result = await operation()
-        except RETRYABLE as exc:
-            if failing_since is None:
-                failing_since = time.monotonic()
-            log.warning(
-                "database unavailable, retrying"
-                if isinstance(exc, DATABASE_UNAVAILABLE)
-                else "transaction aborted by the database, retrying",
-                step=step,
-                error=repr(exc),
-                retry_in_s=delay,
-            )
-            await _pause(stop, delay)
-            delay = min(delay * 2, settings.retry_max_s)
-            continue
-        if failing_since is not None:
-            log.info(
-                "database available again",
-                step=step,
-                unavailable_s=round(time.monotonic() - failing_since, 1),
-            )
-        return result
-    return None
+    """Await ``operation`` until the database lets it through (see core.db.until_available);
+    None if ``stop`` is set first."""
+    return await db_until_available(
+        operation,
+        initial_s=settings.retry_initial_s,
+        max_s=settings.retry_max_s,
+        stop=stop,
+        step=step,
+    )
 
 
 async def open_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool | None:

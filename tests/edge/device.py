@@ -116,6 +116,53 @@ class Device:
         self.client.loop_stop()
 
 
+@dataclass
+class Stream:
+    """A device publishing QoS 1 readings as fast as the broker acknowledges them, in a thread,
+    moving to the next node the moment its connection drops (as firmware with a host list)."""
+
+    device: Device
+    ports: list[int]
+    # The topic and payload of reading number n; by default a marker the tests can read back.
+    message: Callable[[str, int], tuple[str, bytes]] = field(
+        default=lambda name, n: (f"alatau/energy/{name}/telemetry", f"{name}:{n}".encode())
+    )
+    sent: dict[int, int] = field(default_factory=dict)  # paho message id -> sequence number
+    failovers: list[tuple[float, float]] = field(default_factory=list)  # (dropped, connected)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        node = 0
+        seq = 0
+        while not self.stopping.is_set():
+            if len(self.device.disconnects) > len(self.failovers):
+                dropped = self.device.disconnects[-1]
+                self.device.client.loop_stop()
+                node = (node + 1) % len(self.ports)
+                while not self._connected(self.ports[node]):
+                    node = (node + 1) % len(self.ports)
+                self.failovers.append((dropped, time.monotonic()))
+            topic, payload = self.message(self.device.username, seq)
+            self.sent[self.device.publish(topic, payload)] = seq
+            seq += 1
+            # Keep at most 200 readings unacknowledged, like a device's bounded buffer.
+            self.device.wait_for(lambda: len(self.sent) - len(self.device.acked) < 200, 5)
+
+    def _connected(self, port: int) -> bool:
+        try:
+            return not self.device.connect(port).is_failure
+        except OSError:
+            return False
+
+    def sent_sequences(self) -> set[int]:
+        with self.device.changed:
+            return set(self.sent.values())
+
+    def acked_sequences(self) -> set[int]:
+        with self.device.changed:
+            return {self.sent[mid] for mid in self.device.acked if mid in self.sent}
+
+
 class DeviceFactory(Protocol):
     def __call__(
         self,

@@ -8,14 +8,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
 from stack.rabbitmq import RabbitCluster
 from stack.rabbitmq_topology import INGEST_QUEUE, quorum_members
-from tests.edge.device import Device, DeviceFactory, drain_until
+from tests.edge.device import Device, DeviceFactory, Stream, drain_until
 
 
 @pytest.fixture
@@ -90,45 +89,6 @@ def test_no_puback_without_a_quorum_then_one_once_it_returns(
     # A new login meanwhile was accepted: 3.10 registers the client id with its tracker (a
     # Raft cluster, also without a majority then) asynchronously, after the CONNACK.
     assert late_connack.getName() == "Success"
-
-
-@dataclass
-class Stream:
-    """A device publishing QoS 1 readings as fast as the broker acknowledges them, in a thread,
-    moving to the next node the moment its connection drops (as firmware with a host list)."""
-
-    device: Device
-    ports: list[int]
-    sent: dict[int, int] = field(default_factory=dict)  # paho message id -> sequence number
-    failovers: list[tuple[float, float]] = field(default_factory=list)  # (dropped, connected)
-    stopping: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        topic = f"alatau/energy/{self.device.username}/telemetry"
-        node = 0
-        seq = 0
-        while not self.stopping.is_set():
-            if len(self.device.disconnects) > len(self.failovers):
-                dropped = self.device.disconnects[-1]
-                self.device.client.loop_stop()
-                node = (node + 1) % len(self.ports)
-                while not self._connected(self.ports[node]):
-                    node = (node + 1) % len(self.ports)
-                self.failovers.append((dropped, time.monotonic()))
-            self.sent[self.device.publish(topic, f"{self.device.username}:{seq}")] = seq
-            seq += 1
-            # Keep at most 200 readings unacknowledged, like a device's bounded buffer.
-            self.device.wait_for(lambda: len(self.sent) - len(self.device.acked) < 200, 5)
-
-    def _connected(self, port: int) -> bool:
-        try:
-            return not self.device.connect(port).is_failure
-        except OSError:
-            return False
-
-    def acked_sequences(self) -> set[int]:
-        with self.device.changed:
-            return {self.sent[mid] for mid in self.device.acked if mid in self.sent}
 
 
 async def test_kill_9_of_a_node_loses_no_acknowledged_reading(

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-import httpx
 import orjson
 import pytest
 
@@ -27,8 +23,9 @@ from core.db import create_pool
 from core.mqtt import connect, make_client, publish_when_possible, wait_published
 from devices.contract import Kind, telemetry_topic
 from migrations.runner import migrate
-from stack.broker_auth import login_environment, with_identities
+from stack.broker_auth import with_identities
 from stack.services import MosquittoBroker, PostgresCluster, free_port
+from tests.processes import IngestProcess
 from tests.support import eventually, register
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,62 +68,6 @@ async def services(
     await register(pool, "probe", Kind.TRAFFIC)
     yield Services(postgres, broker, own, pool)
     await pool.close()
-
-
-class IngestProcess:
-    """``python -m ingest`` as a real process, so it can be killed like one; one replica holds
-    an ordinary subscription, replicas given a ``share_group`` share the stream."""
-
-    def __init__(self, settings: Settings, client_id: str, share_group: str | None = None) -> None:
-        self.metrics_port = free_port()
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": settings.database_url,
-            "MQTT_URL": settings.mqtt_url,
-            **login_environment(settings),
-            "ALATAU_INGEST__CLIENT_ID": client_id,
-            "ALATAU_INGEST__SHARE_GROUP": share_group or "",
-            "ALATAU_INGEST__FLUSH_INTERVAL_S": "0.05",
-            "ALATAU_INGEST__RETRY_MAX_S": "1",
-            "ALATAU_LOG_LEVEL": "WARNING",
-            "ALATAU_INGEST__METRICS_PORT": str(self.metrics_port),
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "ingest"], env=self.env, cwd=ROOT)
-
-    async def counter(self, name: str) -> float:
-        """The sum over labels of one of the replica's Prometheus counters; 0 before its
-        exporter is up."""
-        try:
-            async with httpx.AsyncClient() as client:
-                text = (await client.get(f"http://127.0.0.1:{self.metrics_port}/metrics")).text
-        except httpx.HTTPError:
-            return 0.0
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name + "{")
-        )
-
-    async def exit_code(self) -> int | None:
-        assert self.process is not None
-        return await asyncio.to_thread(self.process.wait, 30)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def stream(count: int) -> list[tuple[str, bytes]]:
