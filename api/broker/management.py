@@ -57,18 +57,16 @@ class Management:
         raise BrokerUnreachable("no node of the edge's management API answered")
 
     async def drop_connections(self, username: str) -> int:
-        """Close every connection the user holds (a device disabled or rotated); how many."""
-        response = await self._request("GET", "/connections", params={"columns": "name,user"})
-        names = [c["name"] for c in response.json() if c.get("user") == username]
-        for name in names:
+        """Close every connection the user holds on any node (a device disabled or rotated);
+        how many there were. 3.10 closes MQTT connections by username only, never by name."""
+        path = f"/connections/username/{quote(username, safe='')}"
+        held = (await self._request("GET", path)).json()
+        if held:
             await self._request(
-                "DELETE",
-                f"/connections/{quote(name, safe='')}",
-                headers={"X-Reason": "device login disabled or rotated"},
+                "DELETE", path, headers={"X-Reason": "device login disabled or rotated"}
             )
-        if names:
-            log.info("device connections dropped", device_id=username, connections=len(names))
-        return len(names)
+            log.info("device connections dropped", device_id=username, connections=len(held))
+        return len(held)
 
     async def queue_state(self, queue: str) -> dict[str, Any]:
         """Backlog of a queue and each consumer's unacknowledged deliveries."""
