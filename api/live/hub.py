@@ -8,7 +8,7 @@ that does not read never slows the others or the broker connection.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 
 from api.live.schemas import LiveFilter, LiveReading
@@ -28,6 +28,9 @@ class LiveHub:
         self.last_seq = 0
         self.latest: dict[str, LiveReading] = {}
         self._fanout: FanOut[str, LiveReading] = FanOut()
+        self._filters: dict[Subscriber, LiveFilter] = {}
+        # Told what the clients filter on whenever one comes or goes (the source's bindings).
+        self.on_filters: Callable[[Collection[LiveFilter]], None] | None = None
 
     def publish(
         self,
@@ -66,10 +69,19 @@ class LiveHub:
             self.latest.pop(device_id, None)
 
     def subscribe(self, live_filter: LiveFilter) -> Subscriber:
-        return self._fanout.subscribe(live_filter.accepts)
+        subscriber = self._fanout.subscribe(live_filter.accepts)
+        self._filters[subscriber] = live_filter
+        self._filters_changed()
+        return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._fanout.unsubscribe(subscriber)
+        if self._filters.pop(subscriber, None) is not None:
+            self._filters_changed()
+
+    def _filters_changed(self) -> None:
+        if self.on_filters is not None:
+            self.on_filters(set(self._filters.values()))
 
     @property
     def clients(self) -> int:

@@ -11,16 +11,15 @@ from datetime import timedelta
 from typing import Any, Final
 
 import asyncpg
-import gmqtt
 import structlog
 
 from api import repository as api_repository
 from api.live import metrics
 from api.live.hub import LiveHub
+from api.live.sources import AmqpSource, LiveSource, MqttSource
 from core.config import Settings
 from core.db import DATABASE_UNAVAILABLE
-from core.mqtt import RECONNECT_DELAY_S, connect, make_client
-from devices.contract import TOPIC_ROOT, Kind, metric_names
+from devices.contract import Kind, metric_names
 from devices.contract import utc_now as now
 from devices.service import DeviceDirectory
 from ingest.parser import parse_message
@@ -28,7 +27,6 @@ from ingest.schemas import ParsedMessage
 
 log = structlog.get_logger(__name__)
 
-SUBSCRIBE_TIMEOUT_S: Final = 10.0
 _METRICS: Final = {kind: metric_names(kind) for kind in Kind}
 
 
@@ -48,14 +46,16 @@ class LiveService:
         )
         self._unresolved: dict[str, ParsedMessage] = {}
         self._resolve = asyncio.Event()
-        self._subscribed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.client = make_client(
-            settings.mqtt_as(settings.api), f"{settings.live.client_id_prefix}-{self.replica_id}"
-        )
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
+        name = f"{settings.live.client_id_prefix}-{self.replica_id}"
+        self.source: LiveSource
+        if settings.edge.broker == "rabbitmq":
+            self.source = AmqpSource(
+                settings, f"alatau.live.{self.replica_id}", self._on_message, self._on_gap
+            )
+        else:
+            self.source = MqttSource(settings, name, self._on_message, self._on_gap)
+        self.hub.on_filters = self.source.want
 
     async def start(self) -> None:
         """Load the registry and the newest readings, then subscribe and wait for the grant."""
@@ -63,25 +63,8 @@ class LiveService:
         await self.warm()
         self._spawn(self._refresh_loop(), "live-registry")
         self._spawn(self._resolve_loop(), "live-resolver")
-        try:
-            await connect(self.client, self._settings.mqtt_as(self._settings.api))
-            await asyncio.wait_for(self._subscribed.wait(), SUBSCRIBE_TIMEOUT_S)
-        except (OSError, TimeoutError) as exc:
-            # The REST API must not depend on the broker: serve, and keep trying to subscribe.
-            log.warning("live feed cannot reach the broker yet", error=repr(exc))
-            self._spawn(self._connect_later(), "live-connect")
-            return
-        log.info("live feed subscribed", replica=self.replica_id)
-
-    async def _connect_later(self) -> None:
-        while True:
-            await asyncio.sleep(RECONNECT_DELAY_S)
-            try:
-                await connect(self.client, self._settings.mqtt_as(self._settings.api))
-            except OSError as exc:
-                log.warning("live feed still cannot reach the broker", error=repr(exc))
-            else:
-                return
+        await self.source.start()
+        log.info("live feed started", replica=self.replica_id, edge=self._settings.edge.broker)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``work`` until it ends or the service stops; a finished task is let go at once
@@ -97,8 +80,7 @@ class LiveService:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.client.is_connected:
-            await self.client.disconnect()
+        await self.source.stop()
 
     # --- registry and snapshot ----------------------------------------------------------------
 
@@ -158,19 +140,11 @@ class LiveService:
                 if self._directory.get(device_id) is not None:
                     self._deliver(held[device_id])
 
-    # --- MQTT ---------------------------------------------------------------------------------
+    # --- the broker ---------------------------------------------------------------------------
 
-    def _on_connect(self, client: gmqtt.Client, flags: int, rc: int, props: Any) -> None:
-        if not client.subscriptions:
-            client.subscribe(gmqtt.Subscription(f"{TOPIC_ROOT}/+/+/telemetry", qos=0))
-        else:
-            # A clean session starts empty: subscribe again, and refill what we missed.
-            for subscription in client.subscriptions:
-                client.resubscribe(subscription)
-            self._spawn(self._rewarm(), "live-rewarm")
-
-    def _on_subscribe(self, client: gmqtt.Client, mid: int, qos: Any, props: Any) -> None:
-        self._subscribed.set()
+    def _on_gap(self) -> None:
+        """The source may have missed readings: refill the snapshot from the database."""
+        self._spawn(self._rewarm(), "live-rewarm")
 
     async def _rewarm(self) -> None:
         try:
@@ -178,9 +152,7 @@ class LiveService:
         except DATABASE_UNAVAILABLE as exc:
             log.warning("live snapshot refill failed", error=repr(exc))
 
-    def _on_message(
-        self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, properties: Any
-    ) -> int:
+    def _on_message(self, topic: str, payload: bytes) -> None:
         message = parse_message(
             topic,
             payload,
@@ -196,7 +168,6 @@ class LiveService:
                 self._resolve.set()
         else:
             metrics.DROPPED.inc()
-        return 0
 
     def _deliver(self, message: ParsedMessage) -> None:
         """Offer the message's newest reading, if its device is registered, enabled and of the

@@ -3,19 +3,25 @@ backend pointed at a logging server of the tests' own."""
 
 from __future__ import annotations
 
+import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from core.config import EdgeSettings, Settings
 from stack.rabbitmq import RabbitCluster
 from stack.rabbitmq_config import EdgeConfig, NodePorts
 from stack.rabbitmq_topology import INGEST_QUEUE, wait_quorum_online
 from stack.services import free_port
 from tests.edge.authserver import AuthServer
 from tests.edge.device import Device, DeviceFactory
+from tests.live.conftest import quick_settings, running_api
 
 # Short enough that a test can watch an allow expire, long enough to see it kept.
 AUTH_CACHE_TTL_MS = 2_000
@@ -94,3 +100,49 @@ def device_factory(auth_server: AuthServer) -> Iterator[DeviceFactory]:
     yield make
     for device in made:
         device.close()
+
+
+@dataclass
+class EdgeApi:
+    url: str
+    edge: RabbitCluster
+    headers: dict[str, str]
+
+
+@asynccontextmanager
+async def serving_edge_api(
+    edge: RabbitCluster,
+    auth_server: AuthServer,
+    settings: Settings,
+    admin_headers: dict[str, str],
+    *,
+    live: bool = False,
+) -> AsyncIterator[EdgeApi]:
+    """The real api on the city edge: the cluster's login checks are passed on to it, it drops
+    devices' connections through the management API and (with ``live``) feeds live clients
+    from a queue of its own."""
+    token = secrets.token_urlsafe(16)
+    api = settings.api.model_copy(
+        update={"mqtt_username": "service.api", "mqtt_password": SecretStr(edge.passwords()["api"])}
+    )
+    own = quick_settings(settings) if live else settings
+    own = own.model_copy(
+        update={
+            "api": api,
+            "live": own.live.model_copy(update={"enabled": live}),
+            "alerts": own.alerts.model_copy(update={"enabled": False}),
+            "edge": EdgeSettings(
+                broker="rabbitmq",
+                amqp_url=",".join(f"amqp://127.0.0.1:{edge.amqp_port(i)}/" for i in edge.nodes),
+                management_url=",".join(f"{edge.management_url(i)}/api" for i in edge.nodes),
+                auth_token=SecretStr(token),
+                auth_cache_ttl_s=AUTH_CACHE_TTL_MS / 1000,
+            ),
+        }
+    )
+    async with running_api(own) as url:
+        auth_server.delegate = f"{url}/internal/broker/{token}"
+        try:
+            yield EdgeApi(url, edge, admin_headers)
+        finally:
+            auth_server.delegate = None

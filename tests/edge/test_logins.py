@@ -14,26 +14,16 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import SecretStr
 
-from core.config import EdgeSettings, Settings
+from core.config import Settings
 from stack.rabbitmq import RabbitCluster
 from tests.edge.authserver import AuthServer
-from tests.edge.conftest import AUTH_CACHE_TTL_MS
+from tests.edge.conftest import AUTH_CACHE_TTL_MS, EdgeApi, serving_edge_api
 from tests.edge.device import Device, poll
-from tests.live.conftest import running_api
-
-
-@dataclass
-class EdgeApi:
-    url: str
-    edge: RabbitCluster
-    headers: dict[str, str]
 
 
 @pytest.fixture(scope="module")
@@ -43,30 +33,8 @@ async def edge_api(
     settings: Settings,
     admin_headers: dict[str, str],
 ) -> AsyncIterator[EdgeApi]:
-    token = secrets.token_urlsafe(16)
-    api = settings.api.model_copy(
-        update={"mqtt_username": "service.api", "mqtt_password": SecretStr(edge.passwords()["api"])}
-    )
-    own = settings.model_copy(
-        update={
-            "api": api,
-            "live": settings.live.model_copy(update={"enabled": False}),
-            "alerts": settings.alerts.model_copy(update={"enabled": False}),
-            "edge": EdgeSettings(
-                broker="rabbitmq",
-                amqp_url=",".join(f"amqp://127.0.0.1:{edge.amqp_port(i)}/" for i in edge.nodes),
-                management_url=",".join(f"{edge.management_url(i)}/api" for i in edge.nodes),
-                auth_token=SecretStr(token),
-                auth_cache_ttl_s=AUTH_CACHE_TTL_MS / 1000,
-            ),
-        }
-    )
-    async with running_api(own) as url:
-        auth_server.delegate = f"{url}/internal/broker/{token}"
-        try:
-            yield EdgeApi(url, edge, admin_headers)
-        finally:
-            auth_server.delegate = None
+    async with serving_edge_api(edge, auth_server, settings, admin_headers) as api:
+        yield api
 
 
 async def commission(api: EdgeApi) -> dict[str, str]:
