@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from api import docs, routes
 from api.alerts import routes as alert_routes
+from api.broker import monitor
 from api.broker import routes as broker_routes
 from api.broker.management import Management
 from api.broker.service import TopicRefusals
@@ -73,9 +75,13 @@ async def _edge(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         management = Management(settings)
         logins = RegistryLogins(management.drop_connections, settings.edge.auth_cache_ttl_s)
         app.state.management, app.state.device_logins = management, logins
+        watcher = asyncio.create_task(monitor.watch(management, settings.edge.queue))
         try:
             yield
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             logins.close()
             await management.close()
         return

@@ -17,6 +17,7 @@ from api.dependencies import (
     AggregateQueryDep,
     LimitDep,
     LoginsDep,
+    ManagementDep,
     PoolDep,
     SettingsDep,
     TimeRangeDep,
@@ -73,9 +74,10 @@ operations = APIRouter()
     tags=["health"],
     responses={503: {"model": ErrorBody, "description": "database unreachable"}},
 )
-async def health(pool: PoolDep) -> Health:
-    """Whether the API can reach the database, and its TimescaleDB version."""
-    return await service.health(pool)
+async def health(pool: PoolDep, settings: SettingsDep, management: ManagementDep) -> Health:
+    """Whether the API can reach the database, its TimescaleDB version, and on the city edge
+    the ingest queue's backlog and each ingest replica's unacknowledged deliveries."""
+    return await service.health(pool, settings.edge.broker, management, settings.edge.queue)
 
 
 # --- registry ---------------------------------------------------------------------------------

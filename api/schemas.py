@@ -43,10 +43,34 @@ class ErrorBody(BaseModel):
     detail: Any = Field(default=None, examples=["no device 'gate-air-001'"])
 
 
+class EdgeConsumer(BaseModel):
+    consumer: str | None = Field(description="the ingest replica (its client id)")
+    unacknowledged: int = Field(description="deliveries it holds, not yet committed")
+    prefetch: int | None = None
+
+
+class EdgeQueue(BaseModel):
+    """The city edge's ingest queue as the cluster reports it (statistics lag by a second)."""
+
+    queue: str
+    ready: int = Field(description="readings waiting for an ingest replica: the backlog")
+    unacknowledged: int = Field(description="readings delivered to replicas, not yet committed")
+    leader: str | None = Field(description="the node leading the quorum queue")
+    members_online: int = Field(description="replicas of the queue on running nodes")
+    consumers: list[EdgeConsumer]
+
+
 class Health(BaseModel):
     status: str = Field(examples=["ok"])
     database: str = Field(examples=["ok"])
     timescaledb: str = Field(examples=["2.17.2"])
+    edge: str = Field(description="the broker devices reach: mosquitto or rabbitmq")
+    edge_queue: EdgeQueue | None = Field(
+        default=None, description="city edge only: the ingest queue's backlog"
+    )
+    edge_error: str | None = Field(
+        default=None, description="city edge only: why the queue could not be read"
+    )
 
 
 class LatestReading(BaseModel):

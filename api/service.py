@@ -3,6 +3,7 @@ repository and shapes the answer. No SQL here and no HTTP: errors are the core o
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import UTC, datetime
 from typing import Final
@@ -11,7 +12,9 @@ import asyncpg
 import structlog
 
 from api import repository
+from api.broker.management import Management
 from api.schemas import (
+    EdgeQueue,
     Health,
     LatestList,
     LatestReading,
@@ -33,8 +36,12 @@ HEALTH_TIMEOUT_S: Final = 2.0
 _CURSOR_VERSION: Final = "v1"
 
 
-async def health(pool: asyncpg.Pool) -> Health:
-    """Answer within a couple of seconds whether the database and TimescaleDB are usable."""
+async def health(
+    pool: asyncpg.Pool, edge: str, management: Management | None, queue: str
+) -> Health:
+    """Answer within a couple of seconds whether the database and TimescaleDB are usable, and
+    on the city edge how far behind ingest is (the broker being away is reported, not a 503:
+    the api's reads do not need it)."""
     try:
         async with pool.acquire(timeout=HEALTH_TIMEOUT_S) as conn:
             version = await repository.timescaledb_version(conn, HEALTH_TIMEOUT_S)
@@ -46,7 +53,21 @@ async def health(pool: asyncpg.Pool) -> Health:
         ) from exc
     if version is None:
         raise Unavailable("timescaledb extension not installed", code="no_timescaledb")
-    return Health(status="ok", database="ok", timescaledb=version)
+    edge_queue, edge_error = None, None
+    if management is not None:
+        try:
+            state = await asyncio.wait_for(management.queue_state(queue), HEALTH_TIMEOUT_S)
+            edge_queue = EdgeQueue.model_validate(state)
+        except (Unavailable, TimeoutError) as exc:
+            edge_error = f"{type(exc).__name__}: {exc}"
+    return Health(
+        status="ok",
+        database="ok",
+        timescaledb=version,
+        edge=edge,
+        edge_queue=edge_queue,
+        edge_error=edge_error,
+    )
 
 
 # --- latest and raw readings ------------------------------------------------------------------

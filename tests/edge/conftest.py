@@ -146,3 +146,14 @@ async def serving_edge_api(
             yield EdgeApi(url, edge, admin_headers)
         finally:
             auth_server.delegate = None
+
+
+@pytest.fixture(scope="module")
+async def edge_api(
+    edge: RabbitCluster,
+    auth_server: AuthServer,
+    settings: Settings,
+    admin_headers: dict[str, str],
+) -> AsyncIterator[EdgeApi]:
+    async with serving_edge_api(edge, auth_server, settings, admin_headers) as api:
+        yield api

@@ -13,28 +13,13 @@ import asyncio
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
-from core.config import Settings
-from stack.rabbitmq import RabbitCluster
-from tests.edge.authserver import AuthServer
-from tests.edge.conftest import AUTH_CACHE_TTL_MS, EdgeApi, serving_edge_api
+from tests.edge.conftest import AUTH_CACHE_TTL_MS, EdgeApi
 from tests.edge.device import Device, poll
-
-
-@pytest.fixture(scope="module")
-async def edge_api(
-    edge: RabbitCluster,
-    auth_server: AuthServer,
-    settings: Settings,
-    admin_headers: dict[str, str],
-) -> AsyncIterator[EdgeApi]:
-    async with serving_edge_api(edge, auth_server, settings, admin_headers) as api:
-        yield api
 
 
 async def commission(api: EdgeApi) -> dict[str, str]:
