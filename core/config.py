@@ -17,6 +17,9 @@ DEFAULT_DATABASE_URL = "postgresql://alatau@127.0.0.1:55432/alatau"
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:18830"
 
 
+MqttProtocol = Literal["5", "3.1.1"]
+
+
 class MqttEndpoint(BaseModel):
     host: str
     port: int
@@ -24,6 +27,8 @@ class MqttEndpoint(BaseModel):
     password: str | None = None
     tls: bool = False
     ca_file: str | None = None
+    # MQTT 5 on Mosquitto; the city edge's RabbitMQ 3.10 speaks 3.1.1 only.
+    protocol: MqttProtocol = "5"
 
 
 class BrokerIdentity(BaseModel):
@@ -200,6 +205,10 @@ class Settings(BaseSettings):
     mqtt_url: str = Field(
         default=DEFAULT_MQTT_URL,
         validation_alias=AliasChoices("ALATAU_MQTT_URL", "MQTT_URL", "mqtt_url"),
+        description="the broker, or a cluster's nodes comma-separated (devices are spread)",
+    )
+    mqtt_protocol: MqttProtocol = Field(
+        default="5", description="the MQTT version devices and services speak to the broker"
     )
     mqtt_ca_file: str | None = Field(
         default=None, description="CA bundle that signs the broker's TLS certificate (mqtts://)"
@@ -216,7 +225,8 @@ class Settings(BaseSettings):
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_url_parses(cls, value: str) -> str:
-        parse_mqtt_url(value)
+        for url in _split(value):
+            parse_mqtt_url(url)
         return value
 
     @field_validator("database_url")
@@ -228,10 +238,16 @@ class Settings(BaseSettings):
 
     @property
     def mqtt(self) -> MqttEndpoint:
-        endpoint = parse_mqtt_url(self.mqtt_url)
+        """The broker (a cluster's first node)."""
+        return self.mqtt_endpoints[0]
+
+    @property
+    def mqtt_endpoints(self) -> list[MqttEndpoint]:
+        """Every node of ``MQTT_URL``, each with the CA file and protocol of the settings."""
+        update: dict[str, object] = {"protocol": self.mqtt_protocol}
         if self.mqtt_ca_file is not None:
-            endpoint = endpoint.model_copy(update={"ca_file": self.mqtt_ca_file})
-        return endpoint
+            update["ca_file"] = self.mqtt_ca_file
+        return [parse_mqtt_url(url).model_copy(update=update) for url in _split(self.mqtt_url)]
 
     def mqtt_as(self, identity: BrokerIdentity) -> MqttEndpoint:
         """The broker endpoint logged in as ``identity`` (``self.ingest``, ``self.api``...)."""

@@ -8,7 +8,7 @@ import ssl
 from typing import Any
 
 import gmqtt
-from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS, MQTTv50
+from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS, MQTTv50, MQTTv311
 
 from core.config import MqttEndpoint
 
@@ -45,8 +45,9 @@ async def connect(client: gmqtt.Client, endpoint: MqttEndpoint, keepalive: int =
     tls: ssl.SSLContext | bool = False
     if endpoint.tls:
         tls = ssl.create_default_context(cafile=endpoint.ca_file)
+    version = MQTTv50 if endpoint.protocol == "5" else MQTTv311
     await client.connect(
-        endpoint.host, endpoint.port, ssl=tls, keepalive=keepalive, version=MQTTv50
+        endpoint.host, endpoint.port, ssl=tls, keepalive=keepalive, version=version
     )
 
 

@@ -188,7 +188,7 @@ class Simulation:
         status = status_topic(device.kind, device.device_id)
         client = make_client(
             self._endpoint(device.device_id),
-            f"{self.settings.simulator.client_id_prefix}-{device.device_id}",
+            self._client_id(device.device_id),
             clean_session=True,
             will=gmqtt.Message(status, OFFLINE, qos=1, retain=True),
             session_expiry_interval=SESSION_EXPIRY_S,
@@ -227,12 +227,24 @@ class Simulation:
         return running
 
     def _endpoint(self, device_id: str) -> MqttEndpoint:
+        """The node this device reaches (a cluster's devices are spread over its nodes by
+        id), logged in as itself when it has a login of its own."""
+        nodes = self.settings.mqtt_endpoints
+        node = nodes[stable_key(device_id, "node") % len(nodes)]
         login = self._logins.get(device_id)
         if login is None:
-            return self.settings.mqtt_as(self.settings.simulator)
-        return self.settings.mqtt.model_copy(
-            update={"username": login.username, "password": login.password}
-        )
+            identity = self.settings.mqtt_as(self.settings.simulator)
+            return node.model_copy(
+                update={"username": identity.username, "password": identity.password}
+            )
+        return node.model_copy(update={"username": login.username, "password": login.password})
+
+    def _client_id(self, device_id: str) -> str:
+        """A device logged in as itself uses its id (the city edge requires it, and it keeps
+        devices' sessions apart); stand-ins for many devices a prefix of their own."""
+        if device_id in self._logins:
+            return device_id
+        return f"{self.settings.simulator.client_id_prefix}-{device_id}"
 
     async def _connect_all(self, fleet: list[_Running]) -> None:
         endpoint = self.settings.mqtt_as(self.settings.simulator)
