@@ -2,13 +2,17 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: provision run stop test test-clock-ahead lint typecheck check bench bench-ingest bench-aggregates
+.PHONY: provision run run-cluster stop test test-clock-ahead lint typecheck check bench bench-ingest bench-aggregates
 
 provision:
 	@bash scripts/provision.sh
 
 run: provision
 	@$(PY) -m stack.run
+
+# The same with the city edge: a local 3-node RabbitMQ cluster in Mosquitto's place.
+run-cluster: provision
+	@$(PY) -m stack.run --edge cluster
 
 stop:
 	@$(PY) -m stack.run --stop

@@ -19,6 +19,17 @@ def redact(text: str) -> str:
     return _BROKER_TOKEN.sub(r"\1[redacted]", _ACCESS_TOKEN.sub(r"\1[redacted]", text))
 
 
+class QuietBrokerChecks(logging.Filter):
+    """The city edge's broker asks the api about every login and topic (a city's devices, again
+    after each cache lifetime): answered checks leave no access-log line; failures do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        path = next((a for a in args if isinstance(a, str) and "/internal/broker/" in a), None)
+        status = args[-1] if args else None
+        return path is None or status != 200
+
+
 class RedactAccessTokens(logging.Filter):
     """Keeps keys out of access logs: uvicorn logs each request's path with its query."""
 
@@ -66,6 +77,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console", process: str = 
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactAccessTokens) for f in access.filters):
+        access.addFilter(QuietBrokerChecks())
         access.addFilter(RedactAccessTokens())
     if process:
         structlog.contextvars.bind_contextvars(process=process)

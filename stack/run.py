@@ -1,8 +1,10 @@
 """``make run``: the whole stack with a simulated city, until Ctrl-C.
 
 With no configuration it starts a private TimescaleDB and Mosquitto under ``.data/``; with
-``DATABASE_URL`` / ``MQTT_URL`` set it uses those services instead. A process that exits is
-restarted with backoff (stack/supervisor.py). It stops only what it started.
+``DATABASE_URL`` / ``MQTT_URL`` set it uses those services instead. ``--edge cluster``
+(``make run-cluster``) puts the city edge in Mosquitto's place: a private 3-node RabbitMQ
+cluster whose device logins the api answers. A process that exits is restarted with backoff
+(stack/supervisor.py). It stops only what it started.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import signal
 import sys
 import time
@@ -25,6 +28,8 @@ from core.db import create_pool
 from core.logging import configure_logging
 from migrations.runner import migrate
 from stack.broker_auth import login_environment, with_identities
+from stack.rabbitmq import RabbitCluster, local_edge
+from stack.rabbitmq_config import EdgeConfig
 from stack.services import MosquittoBroker, PostgresCluster, ServiceError, port_open
 from stack.supervisor import Supervisor
 from stack.tls import make_certificates
@@ -39,6 +44,48 @@ DEV_KEY_PATH = DATA_DIR / "dev-admin-key"
 
 def say(message: str) -> None:
     print(f"[run] {message}", flush=True)
+
+
+EDGE_DIR = DATA_DIR / "rabbitmq"
+EDGE_TOKEN_PATH = EDGE_DIR / "auth-token"
+EDGE_CACHE_TTL_MS = 15_000
+
+
+def local_edge_cluster(api_url: str) -> RabbitCluster:
+    """The private city edge: its login checks go to the api's internal endpoints, behind a
+    token made once and kept beside the cluster's data."""
+    EDGE_DIR.mkdir(parents=True, exist_ok=True)
+    if not EDGE_TOKEN_PATH.exists():
+        EDGE_TOKEN_PATH.write_text(secrets.token_urlsafe(24) + "\n")
+        EDGE_TOKEN_PATH.chmod(0o600)
+    token = EDGE_TOKEN_PATH.read_text().strip()
+    config = EdgeConfig(
+        auth_url=f"{api_url}/internal/broker/{token}", auth_cache_ttl_ms=EDGE_CACHE_TTL_MS
+    )
+    return local_edge(EDGE_DIR, config)
+
+
+def edge_environment(cluster: RabbitCluster) -> dict[str, str]:
+    """What every process needs to use the city edge (core/config.py names)."""
+    passwords = cluster.passwords()
+    token = EDGE_TOKEN_PATH.read_text().strip()
+    env = {
+        "ALATAU_EDGE__BROKER": "rabbitmq",
+        "ALATAU_EDGE__AUTH_TOKEN": token,
+        "ALATAU_EDGE__AUTH_CACHE_TTL_S": str(EDGE_CACHE_TTL_MS / 1000),
+        "ALATAU_EDGE__AMQP_URL": ",".join(
+            f"amqp://127.0.0.1:{cluster.amqp_port(i)}/" for i in cluster.nodes
+        ),
+        "ALATAU_EDGE__MANAGEMENT_URL": ",".join(
+            f"{cluster.management_url(i)}/api" for i in cluster.nodes
+        ),
+        "MQTT_URL": ",".join(cluster.mqtt_url(i) for i in cluster.nodes),
+        "ALATAU_MQTT_PROTOCOL": "3.1.1",
+    }
+    for service in ("ingest", "api", "simulator"):
+        env[f"ALATAU_{service.upper()}__MQTT_USERNAME"] = f"service.{service}"
+        env[f"ALATAU_{service.upper()}__MQTT_PASSWORD"] = passwords[service]
+    return env
 
 
 def local_services() -> tuple[PostgresCluster, MosquittoBroker]:
@@ -57,10 +104,12 @@ class Stack:
     """Starts services and processes in order, keeps the processes running, and stops
     everything in reverse."""
 
-    def __init__(self, devices_per_kind: int, rate_hz: float) -> None:
+    def __init__(self, devices_per_kind: int, rate_hz: float, edge: str, api_url: str) -> None:
         self.devices_per_kind = devices_per_kind
         self.rate_hz = rate_hz
-        self.started_services: list[PostgresCluster | MosquittoBroker] = []
+        self.edge = edge
+        self.api_url = api_url
+        self.started_services: list[PostgresCluster | MosquittoBroker | RabbitCluster] = []
         self.env = dict(os.environ)
         # Filled in as services start; each child gets it as it stands when it (re)starts.
         self.supervisor = Supervisor(env=self.env, cwd=ROOT)
@@ -68,12 +117,27 @@ class Stack:
     def start_services(self) -> None:
         postgres, broker = local_services()
         self._use_or_start(postgres, "DATABASE_URL", "TimescaleDB", "database")
+        if self.edge == "cluster":
+            self._start_cluster()
+            return
         if self._use_or_start(broker, "MQTT_URL", "Mosquitto", "broker"):
             # Our own broker: each process gets its own login (anonymous access is off).
             self.env.update(
                 login_environment(with_identities(get_settings(), broker.service_passwords()))
             )
             say(f"Mosquitto TLS listener for devices: {broker.tls_url} (CA: {DATA_DIR}/tls/ca.crt)")
+
+    def _start_cluster(self) -> None:
+        cluster = local_edge_cluster(self.api_url)
+        was_running = cluster.running()
+        if not was_running:
+            say("starting the city edge: 3 RabbitMQ nodes (a minute the first time)")
+        cluster.start()
+        if not was_running:
+            self.started_services.append(cluster)
+        self.env.update(edge_environment(cluster))
+        nodes = ", ".join(cluster.mqtt_url(i) for i in cluster.nodes)
+        say(f"city edge {'reused' if was_running else 'started'}: MQTT 3.1.1 on {nodes}")
 
     def _use_or_start(
         self, service: PostgresCluster | MosquittoBroker, variable: str, name: str, role: str
@@ -163,10 +227,13 @@ def wait_for_api(api_url: str, supervisor: Supervisor, timeout_s: float = 60) ->
     raise ServiceError(f"the api did not answer at {api_url} within {timeout_s:.0f}s")
 
 
-def stop_local_services() -> None:
-    for service in reversed(local_services()):
+def stop_local_services(api_url: str) -> None:
+    services: list[PostgresCluster | MosquittoBroker | RabbitCluster] = list(local_services())
+    if EDGE_TOKEN_PATH.exists():
+        services.append(local_edge_cluster(api_url))
+    for service in reversed(services):
         service.stop()
-    say("local TimescaleDB and Mosquitto stopped")
+    say("local TimescaleDB, Mosquitto and city edge stopped")
 
 
 def main() -> None:
@@ -174,17 +241,23 @@ def main() -> None:
     parser.add_argument("--devices-per-kind", type=int, default=70)
     parser.add_argument("--rate", type=float, default=1.0, help="readings per device per second")
     parser.add_argument("--stop", action="store_true", help="stop leftover local services")
+    parser.add_argument(
+        "--edge",
+        choices=["mosquitto", "cluster"],
+        default="mosquitto",
+        help="the broker devices reach: one Mosquitto, or a local 3-node RabbitMQ cluster",
+    )
     args = parser.parse_args()
+    settings = get_settings()
+    api_url = f"http://{settings.api.host}:{settings.api.port}"
     if args.stop:
-        stop_local_services()
+        stop_local_services(api_url)
         return
 
-    settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, process="run")
-    api_url = f"http://{settings.api.host}:{settings.api.port}"
     if port_open(settings.api.port, settings.api.host):
         sys.exit(f"port {settings.api.port} is taken; set ALATAU_API__PORT to another one")
-    stack = Stack(args.devices_per_kind, args.rate)
+    stack = Stack(args.devices_per_kind, args.rate, args.edge, api_url)
     stopping = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
