@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import FrameType
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -27,6 +25,7 @@ from core.config import get_settings  # noqa: E402
 from stack.broker_auth import login_environment, with_identities  # noqa: E402
 from stack.run import Stack, say  # noqa: E402
 from stack.services import MosquittoBroker, PostgresCluster, free_port, remove_tree  # noqa: E402
+from stack.supervisor import StopSignals  # noqa: E402
 
 
 class PrivateStack(Stack):
@@ -74,14 +73,7 @@ def main() -> None:
     stack = PrivateStack(folder, args.devices_per_kind, args.rate)
     stack.env["ALATAU_API__PORT"] = str(port)
     stack.env["ALATAU_SIMULATOR__API_URL"] = api_url
-    stopping = False
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop = StopSignals()
     try:
         stack.start_services()
         stack.migrate()
@@ -91,7 +83,7 @@ def main() -> None:
             info = {"api_url": api_url, "admin_key": key, "database_url": stack.env["DATABASE_URL"]}
             args.info.write_text(json.dumps(info))
         say(f"Console: {api_url}/#key={key}")
-        while not stopping and stack.exited() is None:
+        while not stop.requested and stack.exited() is None:
             time.sleep(0.5)
     finally:
         stack.stop()
