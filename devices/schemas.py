@@ -188,3 +188,5 @@ class Presence(NamedTuple):
     kind: Kind
     seen: bool
     status: str | None
+    # When ingest received that status: an older one never replaces a newer one.
+    status_at: datetime | None = None
