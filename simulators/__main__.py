@@ -198,7 +198,6 @@ def _run_processes(
         for worker, devices in enumerate(deal(simulation.devices, processes))
         if devices
     ]
-    log.info("simulator workers starting", workers=len(jobs), devices=len(simulation.devices))
     stats = run_sharded(jobs)
     log.info(
         "simulator finished",
