@@ -7,7 +7,7 @@ yet rolled up) from raw. No SQL and no HTTP here.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 import asyncpg
@@ -23,6 +23,7 @@ from api.schemas import (
 from core.config import Settings
 from core.db import Connection
 from core.errors import Invalid
+from core.timestamps import CITY_ZONE
 from devices import service as registry
 from devices.contract import METRICS, METRICS_BY_NAME, District, Kind, metric_names
 from devices.schemas import Device
@@ -151,9 +152,12 @@ async def aggregates(
         expected = rate * max((upper - lower).total_seconds(), 0.0)
         return round(readings / expected, 4) if expected > 0 else None
 
+    # One spelling per width: UTC for fixed widths, the city's offset for its calendar.
+    zone = CITY_ZONE if width.city_calendar else UTC
+
     items = [
         AggregatePoint(
-            bucket_start=row["bucket_start"],
+            bucket_start=row["bucket_start"].astimezone(zone),
             value=row["value"],
             count=row["readings"],
             completeness=completeness(row["bucket_start"], row["readings"]),
@@ -166,7 +170,7 @@ async def aggregates(
             if start not in have:
                 items.append(
                     AggregatePoint(
-                        bucket_start=start,
+                        bucket_start=start.astimezone(zone),
                         value=None,
                         count=0,
                         completeness=completeness(start, 0),

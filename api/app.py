@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import asyncpg
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -28,6 +28,7 @@ from api.keys import routes as key_routes
 from api.keys.service import KeyChecker
 from api.live import routes as live_routes
 from api.metrics import RequestMetricsMiddleware
+from api.query_params import strict_query
 from api.realtime import realtime
 from core.config import Settings, get_settings
 from core.db import DATABASE_UNAVAILABLE, create_pool
@@ -159,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served by api.docs from local files (works offline)
         redoc_url=None,
         openapi_url="/openapi.json",
+        dependencies=[Depends(strict_query)],
     )
     app.state.settings = settings or get_settings()
     app.add_middleware(RequestMetricsMiddleware)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
+from core.timestamps import BucketTimestamp, UtcTimestamp
 from devices.contract import District, Kind
 
 # A metric value as stored: integer metrics stay integers, a metric the reading lacked is null.
@@ -77,8 +78,8 @@ class LatestReading(BaseModel):
     device_id: str
     kind: Kind
     district: District
-    ts: datetime = Field(description="reading time reported by the device")
-    received_at: datetime = Field(description="when ingest stored the reading")
+    ts: UtcTimestamp = Field(description="reading time reported by the device")
+    received_at: UtcTimestamp = Field(description="when ingest stored the reading")
     values: Values
 
 
@@ -87,8 +88,8 @@ class LatestList(BaseModel):
 
 
 class RawReading(BaseModel):
-    ts: datetime
-    received_at: datetime
+    ts: UtcTimestamp
+    received_at: UtcTimestamp
     values: Values
 
 
@@ -116,7 +117,10 @@ class AggregateScope(StrEnum):
 
 
 class AggregatePoint(BaseModel):
-    bucket_start: datetime
+    bucket_start: BucketTimestamp = Field(
+        description="UTC (`Z`) for buckets of seconds, minutes and hours; Almaty's offset"
+        " (`+05:00`) for the city calendar's d, w and mo buckets, which start at local midnight"
+    )
     value: MetricValue = Field(description="null when no reading in the bucket has the metric")
     count: int = Field(description="readings stored in the bucket")
     completeness: float | None = Field(
@@ -144,7 +148,7 @@ class AggregateSeries(BaseModel):
 
 
 class Rejection(BaseModel):
-    received_at: datetime
+    received_at: UtcTimestamp
     topic: str
     kind: str | None
     device_id: str | None
@@ -212,7 +216,7 @@ class EnergySummary(BaseModel):
 
 class AreaSummary(BaseModel):
     district: District | None = Field(description="null for the whole city")
-    at: datetime
+    at: UtcTimestamp
     air: AirSummary
     traffic: TrafficSummary
     energy: EnergySummary
