@@ -53,6 +53,7 @@ from devices.schemas import (
     DeviceStatus,
     MqttLogin,
 )
+from ingest.schemas import Reason
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 
@@ -168,15 +169,25 @@ async def list_devices(
     district: District | None = None,
     enabled: bool | None = None,
     status: DeviceStatus | None = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="search: part of the id, the district or metadata.name, any case",
+        ),
+    ] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DevicePage:
-    """Registered devices in id order, filtered by kind, district, enabled and status."""
+    """Registered devices in id order, filtered by a search text, kind, district, enabled and
+    status; ``total`` counts every match across pages."""
     return await registry.list_devices(
         pool,
         kind=kind,
         district=district,
         enabled=enabled,
         status=status,
+        search=q,
         limit=limit,
         offset=offset,
     )
@@ -230,10 +241,14 @@ async def latest_of_device(pool: PoolDep, device_id: str) -> LatestReading:
 
 @router.get("/latest", tags=["readings"])
 async def latest(
-    pool: PoolDep, kind: Kind | None = None, district: District | None = None
+    pool: PoolDep,
+    kind: Annotated[
+        list[Kind] | None, Query(description="repeatable: several kinds; none: every kind")
+    ] = None,
+    district: District | None = None,
 ) -> LatestList:
-    """The newest reading of each device that has one, for one kind or all."""
-    return await service.latest(pool, kind, district)
+    """The newest reading of each device that has one, of the kinds asked for (or all)."""
+    return await service.latest(pool, kind or list(Kind), district)
 
 
 @router.get("/devices/{device_id}/readings", tags=["readings"], responses=_NOT_FOUND)
@@ -303,13 +318,15 @@ async def rejections(
     pool: PoolDep,
     limit: LimitDep,
     device_id: str | None = None,
-    reason: str | None = None,
+    reason: Annotated[Reason | None, Query(description="one of the documented reasons")] = None,
     start: Annotated[
         AwareDatetime | None, Query(alias="from", description="received at or after")
     ] = None,
     end: Annotated[AwareDatetime | None, Query(alias="to", description="received before")] = None,
 ) -> RejectionList:
     """Readings ingest refused, newest first, with the reason and the raw payload."""
+    if start is not None and end is not None and start >= end:
+        raise Invalid("from must be earlier than to", code="invalid_range")
     return await service.rejections(
         pool, device_id=device_id, reason=reason, start=start, end=end, limit=limit
     )

@@ -187,7 +187,7 @@ export default {
   "device.metadata": "Metadata",
   "device.load_failed": "The device could not be read:",
 
-  "devices.search": "Search by id",
+  "devices.search": "Search by id, district or name",
   "devices.search_hint": "e.g. gate-air",
   "devices.filter.kind": "Kind",
   "devices.filter.district": "District",

@@ -187,7 +187,7 @@ export default {
   "device.metadata": "Метадеректер",
   "device.load_failed": "Құрылғыны оқу мүмкін болмады:",
 
-  "devices.search": "Идентификатор бойынша іздеу",
+  "devices.search": "Идентификатор, аудан немесе атау бойынша іздеу",
   "devices.search_hint": "мысалы, gate-air",
   "devices.filter.kind": "Түрі",
   "devices.filter.district": "Аудан",

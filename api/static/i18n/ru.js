@@ -187,7 +187,7 @@ export default {
   "device.metadata": "Метаданные",
   "device.load_failed": "Не удалось прочитать устройство:",
 
-  "devices.search": "Поиск по идентификатору",
+  "devices.search": "Поиск по идентификатору, району или названию",
   "devices.search_hint": "например, gate-air",
   "devices.filter.kind": "Тип",
   "devices.filter.district": "Район",
