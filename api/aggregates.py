@@ -150,7 +150,9 @@ async def aggregates(
     def completeness(start: datetime, readings: int) -> float | None:
         lower, upper = max(start, window.start), min(width.following(start), window.end)
         expected = rate * max((upper - lower).total_seconds(), 0.0)
-        return round(readings / expected, 4) if expected > 0 else None
+        # Stored readings are unique per (device, ts), so a redelivery never counts twice; a
+        # device reporting faster than declared would still pass 1, which means "complete".
+        return round(min(readings / expected, 1.0), 4) if expected > 0 else None
 
     # One spelling per width: UTC for fixed widths, the city's offset for its calendar.
     zone = CITY_ZONE if width.city_calendar else UTC

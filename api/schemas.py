@@ -125,8 +125,12 @@ class AggregatePoint(BaseModel):
     count: int = Field(description="readings stored in the bucket")
     completeness: float | None = Field(
         default=None,
-        description="readings held against those expected from the devices' reading periods "
-        "over the part of the bucket inside [from, to); null for a scope without devices",
+        ge=0,
+        le=1,
+        description="fraction in [0, 1]: readings stored (unique per device and ts, so a"
+        " redelivery counts once) against those expected from the devices' reading periods"
+        " (metadata.expected_interval_s) over the part of the bucket inside [from, to), capped"
+        " at 1; null for a scope without devices",
     )
     gap: bool = Field(default=False, description="true for a bucket filled in by fill=true")
 

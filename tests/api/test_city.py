@@ -164,3 +164,69 @@ async def test_energy_load_sums_each_meters_power_and_ignores_silent_meters(
     )
     assert response.status_code == 200, response.text
     assert response.json()["energy"]["load_kw"] == 8.0
+
+
+async def test_an_areas_rate_is_its_flow_the_sum_of_its_detectors_rates(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    start = datetime(2024, 10, 8, 6, 0, tzinfo=UTC)  # no other test writes October 2024
+    district = District.GROWING
+    # Two roads counting every minute: 10 and 5 vehicles a minute, so 600 and 300 an hour.
+    for name, per_minute in (("fast", 10), ("slow", 5)):
+        road = f"flow-{name}-{unique}"
+        await register(db_pool, road, Kind.TRAFFIC, district)
+        await insert_readings(
+            db_pool,
+            Kind.TRAFFIC,
+            road,
+            [
+                {
+                    "ts": start + timedelta(minutes=m),
+                    "vehicle_count": per_minute,
+                    "interval_s": 60.0,
+                }
+                for m in range(60)
+            ],
+        )
+    params = {
+        "metric": "vehicle_count",
+        "bucket": "1h",
+        "from": start.isoformat(),
+        "to": (start + timedelta(hours=1)).isoformat(),
+    }
+    url = f"/api/v1/districts/{district.value}/aggregates"
+    rate = (await client.get(url, params=params | {"fn": "rate"})).json()
+    total = (await client.get(url, params=params | {"fn": "sum"})).json()
+    assert rate["unit"] == "vehicles/h"
+    assert [i["value"] for i in rate["items"]] == [900.0]
+    # Over a whole hour of complete data, the flow is the hour's count.
+    assert [i["value"] for i in total["items"]] == [900]
+
+
+async def test_completeness_is_a_fraction_even_when_a_device_reports_faster_than_declared(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    device_id = f"fast-{unique}"
+    # Registered without a reading period: the default (60 s) applies, but it sends every second.
+    await register(db_pool, device_id, Kind.AIR, District.GATE)
+    start = datetime(2024, 10, 9, 6, 0, tzinfo=UTC)
+    await insert_readings(
+        db_pool,
+        Kind.AIR,
+        device_id,
+        [{"ts": start + timedelta(seconds=s), "pm10": 1.0} for s in range(120)],
+    )
+    params = {
+        "metric": "pm10",
+        "bucket": "1m",
+        "fn": "count",
+        "from": start.isoformat(),
+        "to": (start + timedelta(minutes=3)).isoformat(),
+        "fill": "true",
+    }
+    items = (await client.get(f"/api/v1/devices/{device_id}/aggregates", params=params)).json()
+    assert [(i["count"], i["completeness"]) for i in items["items"]] == [
+        (60, 1.0),
+        (60, 1.0),
+        (0, 0.0),
+    ]

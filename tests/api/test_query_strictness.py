@@ -80,7 +80,9 @@ async def test_latest_takes_several_kinds(
         )
     mine = {device_id for device_id, _ in devices.values()}
 
-    async def kinds_seen(params: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    async def kinds_seen(
+        params: list[tuple[str, str | int | float | bool | None]],
+    ) -> set[tuple[str, str]]:
         response = await client.get("/api/v1/latest", params=params)
         assert response.status_code == 200, response.text
         return {

@@ -187,8 +187,8 @@ export default {
   "device.metadata": "Metadata",
   "device.load_failed": "The device could not be read:",
 
-  "devices.search": "Search by id, district or name",
-  "devices.search_hint": "e.g. gate-air",
+  "devices.search": "Search by id or name",
+  "devices.search_hint": "e.g. gate-air, golden or a name",
   "devices.filter.kind": "Kind",
   "devices.filter.district": "District",
   "devices.filter.status": "Status",

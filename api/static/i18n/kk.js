@@ -187,8 +187,8 @@ export default {
   "device.metadata": "Метадеректер",
   "device.load_failed": "Құрылғыны оқу мүмкін болмады:",
 
-  "devices.search": "Идентификатор, аудан немесе атау бойынша іздеу",
-  "devices.search_hint": "мысалы, gate-air",
+  "devices.search": "Идентификатор немесе атау бойынша іздеу",
+  "devices.search_hint": "мысалы, gate-air, golden немесе атау",
   "devices.filter.kind": "Түрі",
   "devices.filter.district": "Аудан",
   "devices.filter.status": "Күйі",

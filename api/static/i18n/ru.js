@@ -187,8 +187,8 @@ export default {
   "device.metadata": "Метаданные",
   "device.load_failed": "Не удалось прочитать устройство:",
 
-  "devices.search": "Поиск по идентификатору, району или названию",
-  "devices.search_hint": "например, gate-air",
+  "devices.search": "Поиск по идентификатору или названию",
+  "devices.search_hint": "например, gate-air, golden или название",
   "devices.filter.kind": "Тип",
   "devices.filter.district": "Район",
   "devices.filter.status": "Состояние",
