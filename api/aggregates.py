@@ -93,19 +93,22 @@ async def _scope_devices(
     return found, await registry.devices_of(conn, found, district)
 
 
-def _readings_per_second(devices: list[Device], default_interval_s: float) -> float:
-    total = 0.0
-    for device in devices:
-        metadata = device.metadata
-        interval = (
-            metadata.get(EXPECTED_INTERVAL_KEY, default_interval_s)
-            if isinstance(metadata, dict)
-            else default_interval_s
-        )
-        if not isinstance(interval, int | float) or interval <= 0:
-            interval = default_interval_s
-        total += 1.0 / float(interval)
-    return total
+def expected_interval_s(device: Device, default_interval_s: float) -> float:
+    """The device's reading period: ``metadata.expected_interval_s``, else the default."""
+    metadata = device.metadata
+    interval = (
+        metadata.get(EXPECTED_INTERVAL_KEY, default_interval_s)
+        if isinstance(metadata, dict)
+        else default_interval_s
+    )
+    if not isinstance(interval, int | float) or isinstance(interval, bool) or interval <= 0:
+        return default_interval_s
+    return float(interval)
+
+
+def readings_per_second(devices: list[Device], default_interval_s: float) -> float:
+    """How many readings the devices together are expected to send per second."""
+    return sum(1.0 / expected_interval_s(device, default_interval_s) for device in devices)
 
 
 async def aggregates(
@@ -145,7 +148,7 @@ async def aggregates(
                 start=window.start,
                 end=window.end,
             )
-    rate = _readings_per_second(devices, settings.rollups.expected_interval_s)
+    rate = readings_per_second(devices, settings.rollups.expected_interval_s)
 
     def completeness(start: datetime, readings: int) -> float | None:
         lower, upper = max(start, window.start), min(width.following(start), window.end)

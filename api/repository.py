@@ -90,27 +90,30 @@ async def readings(
 # --- aggregates (the tiered SQL itself lives in rollups/) -----------------------------------
 
 
-async def sum_of_device_means(
+async def per_device_totals(
     conn: Connection,
     kind: Kind,
     device_ids: Sequence[str],
-    metric: Metric,
+    metrics: Sequence[Metric],
     *,
     window: tuple[datetime, datetime],
-) -> float | None:
-    """Each device's mean of ``metric`` over ``[start, end)``, summed; devices without a value
-    there add nothing (a district's load is the sum of its meters' power, not a mean times N)."""
-    if metric.name not in METRICS_BY_NAME[kind]:
-        raise ValueError(f"{metric.name} is not a {kind.value} metric")
-    total: float | None = await conn.fetchval(
-        f"SELECT sum(mean) FROM (SELECT avg({metric.name}) AS mean"
-        f" FROM {readings_table(kind)}"
-        f" WHERE device_id = ANY($1::text[]) AND ts >= $2 AND ts < $3"
-        f" AND {metric.name} IS NOT NULL GROUP BY device_id) AS per_device",
+) -> list[asyncpg.Record]:
+    """Per device with readings in ``[start, end)``: ``readings`` (rows), and per metric
+    ``<m>_n`` (non-null values) and ``<m>_sum``; read from raw, for the short windows of the
+    KPIs (15 minutes, an hour)."""
+    for metric in metrics:
+        if metric.name not in METRICS_BY_NAME[kind]:
+            raise ValueError(f"{metric.name} is not a {kind.value} metric")
+    columns = "".join(
+        f", count({m.name}) AS {m.name}_n, sum({m.name})::double precision AS {m.name}_sum"
+        for m in metrics
+    )
+    return await conn.fetch(
+        f"SELECT device_id, count(*) AS readings{columns} FROM {readings_table(kind)}"
+        " WHERE device_id = ANY($1::text[]) AND ts >= $2 AND ts < $3 GROUP BY device_id",
         list(device_ids),
         *window,
     )
-    return total
 
 
 # --- rejections -------------------------------------------------------------------------------

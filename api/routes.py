@@ -298,15 +298,23 @@ AtQuery = Annotated[
 
 
 @router.get("/districts/{district}/summary", tags=["kpis"])
-async def district_summary(pool: PoolDep, district: District, at: AtQuery = None) -> AreaSummary:
-    """A district's KPIs: US EPA AQI, traffic congestion against free-flow speed, energy load."""
-    return await summary.district_summary(pool, district, at or datetime.now(UTC))
+async def district_summary(
+    pool: PoolDep, settings: SettingsDep, district: District, at: AtQuery = None
+) -> AreaSummary:
+    """A district's KPIs: US EPA AQI, traffic congestion against the roads' configured
+    free-flow speeds, flow, energy load and consumption; each figure with its window and the
+    share of that window the stored readings cover."""
+    return await summary.district_summary(
+        pool, district, at or datetime.now(UTC), settings.rollups.expected_interval_s
+    )
 
 
 @router.get("/city/summary", tags=["kpis"])
-async def city_summary(pool: PoolDep, at: AtQuery = None) -> CitySummary:
-    """The city's KPIs, city-wide and per district."""
-    return await summary.city_summary(pool, at or datetime.now(UTC))
+async def city_summary(pool: PoolDep, settings: SettingsDep, at: AtQuery = None) -> CitySummary:
+    """The city's KPIs, city-wide and per district (the figures the console's tiles show)."""
+    return await summary.city_summary(
+        pool, at or datetime.now(UTC), settings.rollups.expected_interval_s
+    )
 
 
 # --- ingest and contract ----------------------------------------------------------------------

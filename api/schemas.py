@@ -187,10 +187,26 @@ class AggregateQuery:
     fill: bool
 
 
+class FigureWindow(BaseModel):
+    """The span a figure describes, and how much of it the data covers."""
+
+    start: UtcTimestamp = Field(description="the window's start (inclusive)")
+    end: UtcTimestamp = Field(description="the window's end (exclusive): the summary's `at`")
+    seconds: float = Field(description="the window's length")
+    coverage: float | None = Field(
+        ge=0,
+        le=1,
+        description="readings stored in the window against those the area's devices are"
+        " expected to send in it (metadata.expected_interval_s), capped at 1: 0.02 is a 24 h"
+        " figure computed from about half an hour of data; null without devices",
+    )
+
+
 class PollutantIndex(BaseModel):
     average: float = Field(description="µg/m³ over the pollutant's averaging window")
     window_hours: float
     sub_index: int
+    window: FigureWindow
 
 
 class AirSummary(BaseModel):
@@ -198,15 +214,35 @@ class AirSummary(BaseModel):
     category: str | None = Field(examples=["moderate"])
     dominant: str | None = Field(description="the pollutant with the highest sub-index")
     pollutants: dict[str, PollutantIndex]
+    windows: dict[str, FigureWindow] = Field(
+        description="per figure (`aqi`): the dominant pollutant's averaging window and its coverage"
+    )
 
 
 class TrafficSummary(BaseModel):
-    avg_speed_kmh: float | None = Field(description="over the last 15 minutes")
-    free_flow_kmh: float | None = Field(
-        description="the fastest hourly average speed of the last 7 days"
+    avg_speed_kmh: float | None = Field(
+        description="mean of the area's speed readings over the last 15 minutes"
     )
-    congestion: float | None = Field(description="1 - speed / free-flow speed, 0 (free) to 1")
-    vehicles_per_hour: float | None = Field(description="over the last hour, sum of devices")
+    free_flow_kmh: float | None = Field(
+        description="the configured free-flow speed (metadata.free_flow_kmh) of the roads"
+        " that reported in the last 15 minutes, weighted by their readings; null when none"
+        " of them has one"
+    )
+    congestion: float | None = Field(
+        description="1 - speed / free-flow speed over the roads with a configured free-flow"
+        " speed, 0 (free) to 1 (standing); null without such a road reporting"
+    )
+    congestion_devices: int = Field(
+        description="roads the congestion covers: reported in the last 15 minutes and have a"
+        " configured free-flow speed"
+    )
+    vehicles_per_hour: float | None = Field(
+        description="the area's flow over the last hour: each detector's vehicles per hour"
+        " (sum of vehicle_count * 3600 / sum of interval_s), summed"
+    )
+    windows: dict[str, FigureWindow] = Field(
+        description="per figure (`avg_speed_kmh`, `congestion`, `vehicles_per_hour`)"
+    )
 
 
 class EnergySummary(BaseModel):
@@ -216,11 +252,14 @@ class EnergySummary(BaseModel):
     consumption_today_kwh: float | None = Field(
         description="energy_kwh increase since midnight in Almaty, meter resets handled"
     )
+    windows: dict[str, FigureWindow] = Field(
+        description="per figure (`load_kw`, `consumption_today_kwh`)"
+    )
 
 
 class AreaSummary(BaseModel):
     district: District | None = Field(description="null for the whole city")
-    at: UtcTimestamp
+    at: UtcTimestamp = Field(description="the moment the figures are for (each window's end)")
     air: AirSummary
     traffic: TrafficSummary
     energy: EnergySummary
