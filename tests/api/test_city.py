@@ -91,9 +91,8 @@ async def test_fn_must_suit_the_metric(client: httpx.AsyncClient) -> None:
         assert response.json()["error"] in {"invalid_fn", "unknown_metric"}
 
 
-async def check_windows(pool: asyncpg.Pool, district: District, body: dict[str, Any]) -> None:
+async def check_windows(db_pool: asyncpg.Pool, district: District, body: dict[str, Any]) -> None:
     """The district summary's traffic figures and every figure's window and coverage."""
-    db_pool = pool
     # 120 readings in 20 hours: the 24 h figure says it covers 120 of the 144 this device
     # should have sent (fewer still if other tests registered air devices in the district).
     air_day = await expected_readings(db_pool, Kind.AIR, district, 86400)
