@@ -155,7 +155,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Alatau City telemetry API",
         version="1",
-        description="Device registry, latest and raw readings, aggregates and ingest rejections.",
+        description=(
+            "Device registry, latest and raw readings, aggregates and ingest rejections.\n\n"
+            "Timestamps: every timestamp the API writes (REST, live feeds, alert feed) is RFC"
+            " 3339 in UTC with `Z` and six fraction digits (`2026-12-02T09:15:00.000000Z`);"
+            " aggregate buckets of the city calendar (`d`, `w`, `mo`) start at Almaty midnight"
+            " and are written at its offset (`2026-12-02T00:00:00.000000+05:00`). Query"
+            " timestamps take any RFC 3339 offset.\n\n"
+            "Query strings: a parameter a route does not define, or a single-valued one given"
+            " twice, is a 422 (`unknown_parameter`, `repeated_parameter`) naming it; repeatable"
+            " parameters say so."
+        ),
         lifespan=lifespan,
         docs_url=None,  # served by api.docs from local files (works offline)
         redoc_url=None,

@@ -277,8 +277,10 @@ async def device_aggregates(
 async def district_aggregates(
     pool: PoolDep, settings: SettingsDep, district: District, query: AggregateQueryDep
 ) -> AggregateSeries:
-    """``fn(metric)`` per bucket over every device of the metric's kind in a district
-    (``increase`` sums each device's consumption)."""
+    """``fn(metric)`` per bucket over every device of the metric's kind in a district:
+    ``sum``, ``count`` and ``increase`` add up the devices, ``rate`` is the district's flow
+    (each detector's vehicles per hour, summed), ``avg``/``min``/``max`` run over all the
+    district's readings."""
     return await aggregates.aggregates(
         pool, settings, query, scope=AggregateScope.DISTRICT, district=district
     )
@@ -288,7 +290,8 @@ async def district_aggregates(
 async def city_aggregates(
     pool: PoolDep, settings: SettingsDep, query: AggregateQueryDep
 ) -> AggregateSeries:
-    """``fn(metric)`` per bucket over every device of the metric's kind in the city."""
+    """``fn(metric)`` per bucket over every device of the metric's kind in the city, with the
+    district route's meanings (``rate``: the city's flow, every detector's rate summed)."""
     return await aggregates.aggregates(pool, settings, query, scope=AggregateScope.CITY)
 
 
