@@ -11,6 +11,7 @@ import asyncpg
 
 from core.db import Connection
 from devices.contract import METRICS_BY_NAME, District, Kind, Metric, metric_names, readings_table
+from rollups.schemas import Tier, rollup_table
 
 
 def _reading_columns(kind: Kind, prefix: str = "") -> str:
@@ -114,6 +115,30 @@ async def per_device_totals(
         list(device_ids),
         *window,
     )
+
+
+async def learned_free_flow(
+    conn: Connection,
+    device_ids: Sequence[str],
+    *,
+    window: tuple[datetime, datetime],
+    min_hours: int,
+    percentile: float,
+) -> dict[str, float]:
+    """Per road with at least ``min_hours`` hourly mean speeds in ``[start, end)`` (from the
+    hour tier), the ``percentile`` of those means: a free-flow speed learned from its history."""
+    rows = await conn.fetch(
+        "SELECT device_id, percentile_cont($4::double precision) WITHIN GROUP"
+        " (ORDER BY avg_speed_kmh_sum / avg_speed_kmh_n) AS free_flow"
+        f" FROM {rollup_table(Kind.TRAFFIC, Tier.HOUR)}"
+        " WHERE device_id = ANY($1::text[]) AND bucket >= $2 AND bucket < $3"
+        " AND avg_speed_kmh_n > 0 GROUP BY device_id HAVING count(*) >= $5",
+        list(device_ids),
+        *window,
+        percentile,
+        min_hours,
+    )
+    return {row["device_id"]: row["free_flow"] for row in rows}
 
 
 # --- rejections -------------------------------------------------------------------------------

@@ -224,17 +224,18 @@ class TrafficSummary(BaseModel):
         description="mean of the area's speed readings over the last 15 minutes"
     )
     free_flow_kmh: float | None = Field(
-        description="the configured free-flow speed (metadata.free_flow_kmh) of the roads"
-        " that reported in the last 15 minutes, weighted by their readings; null when none"
-        " of them has one"
+        description="the free-flow speed of the roads that reported in the last 15 minutes,"
+        " weighted by their readings: each road's configured metadata.free_flow_kmh, else"
+        " the 85th percentile of its hourly mean speeds over 7 days once it has 24 of them;"
+        " null when none of them has one"
     )
     congestion: float | None = Field(
-        description="1 - speed / free-flow speed over the roads with a configured free-flow"
-        " speed, 0 (free) to 1 (standing); null without such a road reporting"
+        description="1 - speed / free-flow speed over the roads with a free-flow speed,"
+        " 0 (free) to 1 (standing); null without such a road reporting"
     )
     congestion_devices: int = Field(
         description="roads the congestion covers: reported in the last 15 minutes and have a"
-        " configured free-flow speed"
+        " free-flow speed (configured or learned)"
     )
     vehicles_per_hour: float | None = Field(
         description="the area's flow over the last hour: each detector's vehicles per hour"

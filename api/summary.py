@@ -38,6 +38,11 @@ RECENT: Final = timedelta(minutes=15)
 FLOW_WINDOW: Final = timedelta(hours=1)
 # A road's free-flow speed, set when it is commissioned (the simulator registers its own).
 FREE_FLOW_KEY: Final = "free_flow_kmh"
+# A road without one has its free-flow speed learned once a day of history allows: the 85th
+# percentile of its hourly mean speeds over the last 7 days (night hours run free).
+LEARNING_WINDOW: Final = timedelta(days=7)
+LEARNING_MIN_HOURS: Final = 24
+LEARNING_PERCENTILE: Final = 0.85
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +154,11 @@ async def _traffic(conn: Connection, scope: _Scope, at: datetime) -> TrafficSumm
     total = sum(row["avg_speed_kmh_sum"] or 0.0 for row in speeds)
     # Congestion compares each road with its own free-flow speed, weighted by its readings:
     # 1 - (sum of speeds) / (sum of the free-flow speeds those readings had).
-    by_id = {device.device_id: device for device in scope.devices}
-    configured = [d for d in scope.devices if _free_flow(d) is not None]
+    free_flows = await _free_flows(conn, scope, at)
+    referenced = [d for d in scope.devices if d.device_id in free_flows]
     reference, observed, weight, roads = 0.0, 0.0, 0, 0
     for row in speeds:
-        free_flow = _free_flow(by_id[row["device_id"]])
+        free_flow = free_flows.get(row["device_id"])
         if free_flow is None or not row["avg_speed_kmh_n"]:
             continue
         reference += free_flow * row["avg_speed_kmh_n"]
@@ -170,10 +175,31 @@ async def _traffic(conn: Connection, scope: _Scope, at: datetime) -> TrafficSumm
         vehicles_per_hour=flow,
         windows={
             "avg_speed_kmh": scope.window(*recent, count),
-            "congestion": scope.window(*recent, weight, configured),
+            "congestion": scope.window(*recent, weight, referenced),
             "vehicles_per_hour": scope.window(at - FLOW_WINDOW, at, flow_readings),
         },
     )
+
+
+async def _free_flows(conn: Connection, scope: _Scope, at: datetime) -> dict[str, float]:
+    """Each road's free-flow speed: configured, else learned from a day or more of history;
+    a road with neither has none (and stays out of the congestion)."""
+    configured = {
+        device.device_id: free_flow
+        for device in scope.devices
+        if (free_flow := _free_flow(device)) is not None
+    }
+    unset = [device_id for device_id in scope.ids if device_id not in configured]
+    learned = {}
+    if unset:
+        learned = await repository.learned_free_flow(
+            conn,
+            unset,
+            window=(at - LEARNING_WINDOW, at),
+            min_hours=LEARNING_MIN_HOURS,
+            percentile=LEARNING_PERCENTILE,
+        )
+    return configured | learned
 
 
 async def _flow(conn: Connection, scope: _Scope, at: datetime) -> tuple[float | None, int]:

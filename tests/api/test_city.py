@@ -9,6 +9,7 @@ import asyncpg
 import httpx
 
 from devices.contract import District, Kind
+from rollups import service as rollups
 from tests.api.conftest import insert_readings, parse_ts
 from tests.support import register
 
@@ -329,3 +330,45 @@ async def test_congestion_on_a_fresh_city_uses_the_roads_configured_free_flow_sp
     expected = await expected_readings(db_pool, Kind.TRAFFIC, District.GATE, 3600)
     assert mine["windows"]["vehicles_per_hour"]["coverage"] == round(10 / expected, 4)
     assert mine["vehicles_per_hour"] == 120.0
+
+
+async def test_a_road_without_a_configured_speed_learns_one_from_a_day_of_history(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    at = datetime(2024, 12, 10, 6, 0, tzinfo=UTC)  # no other test writes December 2024
+    learned, young = f"learn-{unique}", f"learn-young-{unique}"
+    for road in (learned, young):
+        await register(db_pool, road, Kind.TRAFFIC, District.GREEN)
+    # 30 hours of history: 20 at 40 km/h, 10 (the night) at 70; the 85th percentile is 70.
+    history = [
+        {"ts": at - timedelta(hours=h, minutes=30), "avg_speed_kmh": 70.0 if h <= 10 else 40.0}
+        for h in range(1, 31)
+    ]
+    await insert_readings(
+        db_pool,
+        Kind.TRAFFIC,
+        learned,
+        [*history, {"ts": at - timedelta(minutes=5), "avg_speed_kmh": 35.0}],
+    )
+    # Ten hours are not enough to learn from: this road stays out of the congestion.
+    await insert_readings(
+        db_pool,
+        Kind.TRAFFIC,
+        young,
+        [
+            *(
+                {"ts": at - timedelta(hours=h, minutes=30), "avg_speed_kmh": 50.0}
+                for h in range(1, 11)
+            ),
+            {"ts": at - timedelta(minutes=5), "avg_speed_kmh": 10.0},
+        ],
+    )
+    await rollups.roll_up(db_pool)
+    body = (
+        await client.get("/api/v1/districts/green/summary", params={"at": at.isoformat()})
+    ).json()
+    traffic = body["traffic"]
+    assert traffic["avg_speed_kmh"] == 22.5
+    assert traffic["free_flow_kmh"] == 70.0
+    assert traffic["congestion"] == 0.5
+    assert traffic["congestion_devices"] == 1
