@@ -3,9 +3,9 @@ given more than once, is a 422 naming it, never silently ignored or reduced to o
 
 from __future__ import annotations
 
-from typing import Final
+import types
+from typing import Annotated, Any, Final, Union, get_args, get_origin
 
-from fastapi._compat import field_annotation_is_sequence
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.datastructures import QueryParams
@@ -16,6 +16,17 @@ from api.dependencies import KeyCheckerDep
 from core.errors import Invalid
 
 _KEYED: Final = (principal, live_principal)
+_SEQUENCES: Final = (list, set, frozenset, tuple)
+
+
+def _repeatable(annotation: Any) -> bool:
+    """Whether a query parameter's type takes several values (``list[Kind] | None``...)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _repeatable(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return any(_repeatable(arg) for arg in get_args(annotation))
+    return origin in _SEQUENCES or annotation in _SEQUENCES
 
 
 class _Declared:
@@ -29,8 +40,7 @@ class _Declared:
             current = pending.pop()
             self.needs_key = self.needs_key or current.call in _KEYED
             for field in current.query_params:
-                sequence = field_annotation_is_sequence(field.field_info.annotation)
-                self.repeatable[field.alias] = sequence
+                self.repeatable[field.alias] = _repeatable(field.field_info.annotation)
             pending.extend(current.dependencies)
 
     def problem(self, sent: QueryParams) -> Invalid | None:
@@ -56,7 +66,8 @@ class _Declared:
         return None
 
 
-_ROUTES: dict[int, _Declared] = {}
+# By route identity; the route is kept beside its entry, so its id is never reused meanwhile.
+_ROUTES: dict[int, tuple[APIRoute, _Declared]] = {}
 
 
 def _token(connection: HTTPConnection, declared: _Declared) -> str | None:
@@ -77,9 +88,10 @@ async def strict_query(connection: HTTPConnection, checker: KeyCheckerDep) -> No
         return
     if not route.include_in_schema:
         return
-    declared = _ROUTES.get(id(route))
-    if declared is None:
-        declared = _ROUTES[id(route)] = _Declared(route.dependant)
+    entry = _ROUTES.get(id(route))
+    if entry is None or entry[0] is not route:
+        entry = _ROUTES[id(route)] = (route, _Declared(route.dependant))
+    declared = entry[1]
     problem = declared.problem(connection.query_params)
     if problem is None:
         return
