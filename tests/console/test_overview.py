@@ -201,7 +201,8 @@ async def test_each_figure_shows_the_apis_window_and_coverage(
 ) -> None:
     page = await open_console(Role.READER, "#/overview")
     tile = page.locator('.tile[data-district="gate"]')
-    await expect(tile).to_have_count(1)
+    # The city summary covers every device the session registered: allow it time to answer.
+    await expect(tile).to_have_count(1, timeout=20_000)
     at = await tile.get_attribute("data-at")
     async with httpx.AsyncClient(base_url=live_url, headers=admin_headers) as client:
         summary = (await client.get("/api/v1/districts/gate/summary", params={"at": at})).json()
