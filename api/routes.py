@@ -53,6 +53,7 @@ from devices.schemas import (
     DeviceStatus,
     MqttLogin,
 )
+from ingest.schemas import Reason
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 
@@ -168,15 +169,25 @@ async def list_devices(
     district: District | None = None,
     enabled: bool | None = None,
     status: DeviceStatus | None = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="search: part of the id, the district or metadata.name, any case",
+        ),
+    ] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DevicePage:
-    """Registered devices in id order, filtered by kind, district, enabled and status."""
+    """Registered devices in id order, filtered by a search text, kind, district, enabled and
+    status; ``total`` counts every match across pages."""
     return await registry.list_devices(
         pool,
         kind=kind,
         district=district,
         enabled=enabled,
         status=status,
+        search=q,
         limit=limit,
         offset=offset,
     )
@@ -230,10 +241,14 @@ async def latest_of_device(pool: PoolDep, device_id: str) -> LatestReading:
 
 @router.get("/latest", tags=["readings"])
 async def latest(
-    pool: PoolDep, kind: Kind | None = None, district: District | None = None
+    pool: PoolDep,
+    kind: Annotated[
+        list[Kind] | None, Query(description="repeatable: several kinds; none: every kind")
+    ] = None,
+    district: District | None = None,
 ) -> LatestList:
-    """The newest reading of each device that has one, for one kind or all."""
-    return await service.latest(pool, kind, district)
+    """The newest reading of each device that has one, of the kinds asked for (or all)."""
+    return await service.latest(pool, kind or list(Kind), district)
 
 
 @router.get("/devices/{device_id}/readings", tags=["readings"], responses=_NOT_FOUND)
@@ -262,8 +277,10 @@ async def device_aggregates(
 async def district_aggregates(
     pool: PoolDep, settings: SettingsDep, district: District, query: AggregateQueryDep
 ) -> AggregateSeries:
-    """``fn(metric)`` per bucket over every device of the metric's kind in a district
-    (``increase`` sums each device's consumption)."""
+    """``fn(metric)`` per bucket over every device of the metric's kind in a district:
+    ``sum``, ``count`` and ``increase`` add up the devices, ``rate`` is the district's flow
+    (each detector's vehicles per hour, summed), ``avg``/``min``/``max`` run over all the
+    district's readings."""
     return await aggregates.aggregates(
         pool, settings, query, scope=AggregateScope.DISTRICT, district=district
     )
@@ -273,7 +290,8 @@ async def district_aggregates(
 async def city_aggregates(
     pool: PoolDep, settings: SettingsDep, query: AggregateQueryDep
 ) -> AggregateSeries:
-    """``fn(metric)`` per bucket over every device of the metric's kind in the city."""
+    """``fn(metric)`` per bucket over every device of the metric's kind in the city, with the
+    district route's meanings (``rate``: the city's flow, every detector's rate summed)."""
     return await aggregates.aggregates(pool, settings, query, scope=AggregateScope.CITY)
 
 
@@ -283,15 +301,23 @@ AtQuery = Annotated[
 
 
 @router.get("/districts/{district}/summary", tags=["kpis"])
-async def district_summary(pool: PoolDep, district: District, at: AtQuery = None) -> AreaSummary:
-    """A district's KPIs: US EPA AQI, traffic congestion against free-flow speed, energy load."""
-    return await summary.district_summary(pool, district, at or datetime.now(UTC))
+async def district_summary(
+    pool: PoolDep, settings: SettingsDep, district: District, at: AtQuery = None
+) -> AreaSummary:
+    """A district's KPIs: US EPA AQI, traffic congestion against the roads' configured
+    free-flow speeds, flow, energy load and consumption; each figure with its window and the
+    share of that window the stored readings cover."""
+    return await summary.district_summary(
+        pool, district, at or datetime.now(UTC), settings.rollups.expected_interval_s
+    )
 
 
 @router.get("/city/summary", tags=["kpis"])
-async def city_summary(pool: PoolDep, at: AtQuery = None) -> CitySummary:
-    """The city's KPIs, city-wide and per district."""
-    return await summary.city_summary(pool, at or datetime.now(UTC))
+async def city_summary(pool: PoolDep, settings: SettingsDep, at: AtQuery = None) -> CitySummary:
+    """The city's KPIs, city-wide and per district (the figures the console's tiles show)."""
+    return await summary.city_summary(
+        pool, at or datetime.now(UTC), settings.rollups.expected_interval_s
+    )
 
 
 # --- ingest and contract ----------------------------------------------------------------------
@@ -303,13 +329,15 @@ async def rejections(
     pool: PoolDep,
     limit: LimitDep,
     device_id: str | None = None,
-    reason: str | None = None,
+    reason: Annotated[Reason | None, Query(description="one of the documented reasons")] = None,
     start: Annotated[
         AwareDatetime | None, Query(alias="from", description="received at or after")
     ] = None,
     end: Annotated[AwareDatetime | None, Query(alias="to", description="received before")] = None,
 ) -> RejectionList:
     """Readings ingest refused, newest first, with the reason and the raw payload."""
+    if start is not None and end is not None and start >= end:
+        raise Invalid("from must be earlier than to", code="invalid_range")
     return await service.rejections(
         pool, device_id=device_id, reason=reason, start=start, end=end, limit=limit
     )

@@ -3,6 +3,7 @@ writes it. Values are always parameters."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Final
@@ -79,12 +80,21 @@ async def list_devices(
     district: District | None,
     enabled: bool | None,
     status: str | None,
+    search: str | None = None,
     limit: int,
     offset: int,
 ) -> tuple[list[asyncpg.Record], int]:
-    """One page of devices in id order, and how many match in all."""
+    """One page of devices in id order, and how many match in all; ``search`` matches part of
+    the id, the district or ``metadata.name``, ignoring case."""
     clauses: list[str] = []
     args: list[Any] = []
+    if search:
+        # LIKE's own wildcards in the text are literal characters.
+        args.append("%" + re.sub(r"([\\%_])", r"\\\1", search) + "%")
+        clauses.append(
+            f"(device_id ILIKE ${len(args)} OR district ILIKE ${len(args)}"
+            f" OR metadata->>'name' ILIKE ${len(args)})"
+        )
     for column, value in (
         ("kind", kind.value if kind else None),
         ("district", district.value if district else None),

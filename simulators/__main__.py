@@ -170,7 +170,12 @@ def _run_processes(
     if register:
         try:
             registered = uvloop.run(
-                register_devices(settings.simulator.api_url, simulation.devices, api_key=api_key)
+                register_devices(
+                    settings.simulator.api_url,
+                    simulation.devices,
+                    api_key=api_key,
+                    metadata=simulation.registry_metadata(),
+                )
             )
             logins = registered.logins
         except RegistrationError as exc:
