@@ -90,6 +90,13 @@ class IngestSettings(BrokerIdentity):
     retire_quiet_s: float = Field(default=2.0, gt=0, description="drained after this silence")
     rejections_retention_days: float = Field(default=30, gt=0)
     retention_interval_s: float = Field(default=3600, gt=0, description="how often to apply it")
+    echo_rate_per_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="rejection echoes a device gets per second on its errors topic, per replica"
+        " (0: none); beyond the burst they are dropped and counted",
+    )
+    echo_burst: int = Field(default=20, ge=1, description="echoes a device may get at once")
 
     @field_validator("share_group")
     @classmethod

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Final
 
@@ -36,6 +37,7 @@ _TAG_BITS: Final = 64
 _TAG_MASK: Final = (1 << _TAG_BITS) - 1
 # Ingest's own rejection echoes to devices travel on amq.topic too; they are not readings.
 _ECHO_SUFFIX: Final = "/errors"
+_TOPIC_EXCHANGE: Final = "amq.topic"
 
 
 class Outstanding:
@@ -85,6 +87,7 @@ class AmqpConsumer:
         self.connected = asyncio.Event()
         self.node: str | None = None
         service.set_acknowledge(self._acknowledge)
+        service.echoes.set_publish(self._publish_echoes)
 
     def _with_login(self, url: str) -> URL:
         identity = self._settings.mqtt_as(self._settings.ingest)
@@ -182,6 +185,18 @@ class AmqpConsumer:
             late_window=self._late_window,
         )
         self._service.add(parsed, token)
+
+    async def _publish_echoes(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """On amq.topic, where a device's MQTT subscription to its errors topic is bound; the
+        ingest queue receives them too (bound to alatau.#) and ``_on_delivery`` skips them."""
+        channel = self._channel
+        if channel is None:
+            metrics.ECHOES_FAILED.inc(len(messages))
+            return
+        for topic, payload in messages:
+            await channel.basic_publish(
+                payload, exchange=_TOPIC_EXCHANGE, routing_key=topic.replace("/", ".")
+            )
 
     def _acknowledge(self, tokens: list[int]) -> None:
         """The service committed these deliveries: move the acknowledgement mark up."""
