@@ -135,8 +135,9 @@ def errors_topic(kind: Kind, device_id: str) -> str:
 
 ERRORS_LEAF: Final = "errors"
 # Where Mosquitto's refusals plugin (stack/mosquitto_refusals.c) reports each publish or
-# subscription it refuses; a "$" topic, so no "alatau/#" or "#" subscription matches it.
-REFUSALS_TOPIC: Final = "$alatau/refused"
+# subscription it refuses; outside alatau/, so the live feeds' "alatau/#" never sees it (not a "$"
+# topic: Mosquitto 2.0 delivers those to no shared subscription).
+REFUSALS_TOPIC: Final = "alatau-broker/refused"
 
 
 def metric_names(kind: Kind) -> tuple[str, ...]:

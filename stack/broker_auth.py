@@ -4,7 +4,7 @@ Anonymous access is off. Ingest, the api and the simulator each log in as themse
 the rights they need:
 
 - ``service.ingest`` subscribes to ``alatau/#`` and to the refusals the broker reports on
-  ``$alatau/refused`` (stack/mosquitto_refusals.c), shared or not, and publishes only each
+  ``alatau-broker/refused`` (stack/mosquitto_refusals.c), shared or not, and publishes only each
   device's rejection echoes on ``alatau/{kind}/{id}/errors``;
 - ``service.api`` subscribes to ``alatau/#`` for the live feeds and administers the plugin, since
   the registry issues, rotates and disables device logins through it;
@@ -41,8 +41,8 @@ SERVICE_ROLES: Final[dict[str, list[dict[str, Any]]]] = {
         # Mosquitto checks a shared subscription with its $share/{group}/ prefix.
         {"acltype": "subscribePattern", "topic": "$share/+/alatau/#", "allow": True},
         {"acltype": "subscribePattern", "topic": "alatau/#", "allow": True},
-        {"acltype": "subscribePattern", "topic": "$share/+/$alatau/refused", "allow": True},
-        {"acltype": "subscribePattern", "topic": "$alatau/refused", "allow": True},
+        {"acltype": "subscribePattern", "topic": "$share/+/alatau-broker/refused", "allow": True},
+        {"acltype": "subscribePattern", "topic": "alatau-broker/refused", "allow": True},
         {"acltype": "publishClientSend", "topic": "alatau/+/+/errors", "allow": True},
     ],
     "api": [

@@ -5,8 +5,9 @@
  * were loaded and stops at the first that does not defer; dynamic security decides every check
  * one of its ACLs matches and defers the rest (its default access for publishing and
  * subscribing is "deny"). So this callback sees exactly the publishes and subscriptions about
- * to be refused. For each it publishes a notice, QoS 1, on REFUSALS_TOPIC (a "$" topic, which
- * no "#" subscription matches) and defers again, so the refusal stands: the broker denies what
+ * to be refused. For each it publishes a notice, QoS 1, on REFUSALS_TOPIC (outside alatau/, which
+ * only ingest may read; not a "$" topic, since Mosquitto 2.0 delivers those to no shared
+ * subscription) and defers again, so the refusal stands: the broker denies what
  * every plugin deferred. Reads (deliveries) are not reported: a refused delivery is a refused
  * subscription reported before.
  *
@@ -30,7 +31,7 @@
 #define MOSQ_ERR_NOMEM 1
 #define MOSQ_ERR_PLUGIN_DEFER 17
 
-#define REFUSALS_TOPIC "$alatau/refused"
+#define REFUSALS_TOPIC "alatau-broker/refused"
 #define MAX_PAYLOAD 4096
 
 struct mosquitto;
