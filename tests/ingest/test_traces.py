@@ -112,7 +112,8 @@ async def test_a_publish_on_another_devices_topic_is_refused_and_recorded(
     assert [(r["reason"], r["topic"], bytes(r["payload"])) for r in rows] == [
         ("topic_denied", telemetry_topic(Kind.AIR, theirs), payload)
     ]
-    assert "publish on" in rows[0]["detail"] and mine in rows[0]["detail"]
+    assert "publish on" in rows[0]["detail"]
+    assert mine in rows[0]["detail"]
     assert await rejections_of(db_pool, theirs) == []
     # Nothing of it was stored as the other device's reading.
     assert (
@@ -174,7 +175,8 @@ async def test_a_conflicting_duplicate_is_refused_with_both_values_and_a_repeat_
         lambda repeated: repeated >= 1,
     )
     assert [(r["reason"], r["topic"]) for r in rows] == [("conflicting_duplicate", topic)]
-    assert '"vehicle_count":7' in rows[0]["detail"] and '"vehicle_count":9' in rows[0]["detail"]
+    assert '"vehicle_count":7' in rows[0]["detail"]
+    assert '"vehicle_count":9' in rows[0]["detail"]
     assert orjson.loads(rows[0]["payload"])["vehicle_count"] == 9
     assert ingest.service.totals.duplicates - duplicates_before == 1
     still = await db_pool.fetch(
