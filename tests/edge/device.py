@@ -88,11 +88,13 @@ class Device:
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         with self.changed:
-            self.messages.append((message.topic, message.payload))
+            self.messages.append((message.topic, bytes(message.payload)))
             self.changed.notify_all()
 
     def subscribe(self, topic: str) -> int:
-        mid: int = self.client.subscribe(topic, qos=1)[1]
+        mid = self.client.subscribe(topic, qos=1)[1]
+        if mid is None:
+            raise ConnectionError(f"{self.username} is not connected")
         return mid
 
     def wait_for(self, condition: Callable[[], bool], timeout_s: float = 20) -> bool:
