@@ -106,8 +106,19 @@ class Alert(BaseModel):
     opened_at: datetime
     acknowledged_at: datetime | None
     acknowledged_by: str | None
+    note: str | None = Field(description="the acknowledgement's note")
+    cleared_at: datetime | None = Field(
+        description="since when the condition has been seen cleared (resolved after the window)"
+    )
     resolved_at: datetime | None
+    resolution: str | None = Field(description="how the alert ended")
     updated_at: datetime
+
+
+class Acknowledgement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(default=None, max_length=1000, description="kept with the alert")
 
 
 class AlertList(BaseModel):
