@@ -221,8 +221,7 @@ async def silent_devices(
         conn, silent_for=silent_for, kind=kind, district=district, device_id=device_id
     )
     return {
-        row["device_id"]: row["last_seen"] is not None or row["status"] == "offline"
-        for row in rows
+        row["device_id"]: row["last_seen"] is not None or row["status"] == "offline" for row in rows
     }
 
 
