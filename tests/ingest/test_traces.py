@@ -243,3 +243,25 @@ async def test_echoes_are_bounded_per_device_and_the_rest_counted(
     assert len(device.received) == burst
     assert dropped == 10
     assert [echo["ts"] for _, echo in device.received] == [r["ts"] for r in bad[:burst]]
+
+
+async def test_a_refused_topic_with_quotes_and_a_binary_payload_is_kept_as_sent(
+    ingest: RunningIngest,
+    admin: httpx.AsyncClient,
+    settings: Settings,
+    db_pool: asyncpg.Pool,
+    unique: str,
+) -> None:
+    device_id = f"trace-{unique}-odd"
+    login = await commission(admin, device_id)
+    odd = 'alatau/air/"quoted\\backslash"/telemetry'
+    payload = bytes(range(256)) * 20  # binary, longer than the 4 KiB the notice keeps
+    async with logged_in(settings, login) as device:
+        device.client.publish(odd, payload, qos=1)
+        await wait_published(device.client)
+    rows = await eventually(
+        lambda: rejections_of(db_pool, device_id), lambda found: len(found) >= 1
+    )
+    assert [(r["reason"], r["topic"]) for r in rows] == [("topic_denied", odd)]
+    assert bytes(rows[0]["payload"]) == payload[:4096]
+    assert "the first 4096 of 5120 bytes kept" in rows[0]["detail"]
