@@ -293,8 +293,9 @@ class IngestService:
     async def _echo(self, rejections: list[Rejection]) -> None:
         try:
             await self.echoes.send(rejections)
-        except (OSError, ConnectionError, RuntimeError) as exc:
-            # Stored already; an echo lost with its connection is only counted.
+        except (OSError, RuntimeError) as exc:
+            # Stored already (and acknowledged next): an echo lost with its connection is only
+            # counted, never a reason to write the batch again.
             metrics.ECHOES_FAILED.inc(len(rejections))
             log.warning("rejection echoes not sent", error=repr(exc), rejections=len(rejections))
 
