@@ -38,10 +38,12 @@ from api.schemas import (
     ReadingsPage,
     RejectionList,
 )
+from core.config import Settings
 from core.errors import Invalid
 from devices import bulk
 from devices import service as registry
 from devices.bulk import MAX_BULK_DEVICES
+from devices.connect import device_connect
 from devices.contract import District, Kind, contract_document
 from devices.schemas import (
     CommissionedDevice,
@@ -94,10 +96,18 @@ async def health(pool: PoolDep, settings: SettingsDep, management: ManagementDep
     },
 )
 async def create_device(
-    pool: PoolDep, logins: LoginsDep, body: DeviceCreate, caller: Admin
+    pool: PoolDep, settings: SettingsDep, logins: LoginsDep, body: DeviceCreate, caller: Admin
 ) -> CommissionedDevice:
-    """Register a device and issue its MQTT login (the password is shown only in this answer)."""
-    return await registry.create_device(pool, logins, body)
+    """Register a device and issue its MQTT login (the password is shown only in this answer),
+    with where to connect (``connect``: host, ports, protocol, TLS CA, errors topic)."""
+    created = await registry.create_device(pool, logins, body)
+    return _with_connect(settings, created)
+
+
+def _with_connect(settings: Settings, created: CommissionedDevice) -> CommissionedDevice:
+    return created.model_copy(
+        update={"connect": device_connect(settings, created.kind, created.device_id)}
+    )
 
 
 @router.post(
@@ -126,7 +136,9 @@ async def create_device(
 )
 async def create_devices(
     request: Request,
+    *,
     pool: PoolDep,
+    settings: SettingsDep,
     logins: LoginsDep,
     caller: Admin,
     skip_existing: Annotated[
@@ -137,7 +149,10 @@ async def create_devices(
     ``device_id,kind,district`` and optionally ``lat,lon,enabled,metadata``). All rows are
     checked first; a 422 lists every bad row. Logins are shown only in this answer."""
     bodies = await _commissioning_list(request)
-    return await registry.create_devices(pool, logins, bodies, skip_existing=skip_existing)
+    result = await registry.create_devices(pool, logins, bodies, skip_existing=skip_existing)
+    return result.model_copy(
+        update={"created": [_with_connect(settings, device) for device in result.created]}
+    )
 
 
 async def _commissioning_list(request: Request) -> list[DeviceCreate]:

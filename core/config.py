@@ -90,6 +90,13 @@ class IngestSettings(BrokerIdentity):
     retire_quiet_s: float = Field(default=2.0, gt=0, description="drained after this silence")
     rejections_retention_days: float = Field(default=30, gt=0)
     retention_interval_s: float = Field(default=3600, gt=0, description="how often to apply it")
+    echo_rate_per_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="rejection echoes a device gets per second on its errors topic, per replica"
+        " (0: none); beyond the burst they are dropped and counted",
+    )
+    echo_burst: int = Field(default=20, ge=1, description="echoes a device may get at once")
 
     @field_validator("share_group")
     @classmethod
@@ -185,6 +192,20 @@ def _split(urls: str) -> list[str]:
     return [url.strip() for url in urls.split(",") if url.strip()]
 
 
+class DeviceConnectSettings(BaseModel):
+    """Where devices connect, as the registration answer tells them (``connect``). Unset
+    fields come from ``MQTT_URL`` (its first node's host; its port as the plain or TLS port by
+    its scheme); a deployment whose devices reach the broker by another name sets them."""
+
+    host: str | None = Field(default=None, description="the broker's name as devices reach it")
+    mqtt_port: int | None = Field(default=None, description="plain MQTT; unset: MQTT_URL's")
+    mqtts_port: int | None = Field(default=None, description="MQTT over TLS")
+    ca_file: str | None = Field(
+        default=None, description="PEM of the CA that signs the TLS listener, sent inline"
+    )
+    ca_url: str | None = Field(default=None, description="where devices fetch that CA instead")
+
+
 class SimulatorSettings(BrokerIdentity):
     api_url: str = "http://127.0.0.1:8000"
     client_id_prefix: str = "alatau-sim"
@@ -221,6 +242,7 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings = SimulatorSettings()
     rollups: RollupSettings = RollupSettings()
     edge: EdgeSettings = EdgeSettings()
+    device_connect: DeviceConnectSettings = DeviceConnectSettings()
 
     @field_validator("mqtt_url")
     @classmethod

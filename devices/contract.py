@@ -128,6 +128,18 @@ def status_topic(kind: Kind, device_id: str) -> str:
     return f"{TOPIC_ROOT}/{kind.value}/{device_id}/status"
 
 
+def errors_topic(kind: Kind, device_id: str) -> str:
+    """Where ingest tells a device why its readings were refused; only that device may read it."""
+    return f"{TOPIC_ROOT}/{kind.value}/{device_id}/errors"
+
+
+ERRORS_LEAF: Final = "errors"
+# Where Mosquitto's refusals plugin (stack/mosquitto_refusals.c) reports each publish or
+# subscription it refuses; outside alatau/, so the live feeds' "alatau/#" never sees it (not a "$"
+# topic: Mosquitto 2.0 delivers those to no shared subscription).
+REFUSALS_TOPIC: Final = "alatau-broker/refused"
+
+
 def metric_names(kind: Kind) -> tuple[str, ...]:
     return tuple(metric.name for metric in METRICS[kind])
 

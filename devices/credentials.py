@@ -3,10 +3,11 @@
 Every device logs in with its id as username and a random secret shown once; the registry keeps
 only its SHA-256 (``device_credentials``). On the city edge (RabbitMQ) that is all there is: the
 broker asks the api. On Mosquitto the dynamic-security plugin keeps its own hashed copy, and each
-device has a role of its own whose one ACL lets it publish on ``alatau/{kind}/{id}/#`` and
-nowhere else (Mosquitto 2.0's plugin has no ``%u`` substitution, so a shared role cannot say
-"its own topic"). Commands go to the plugin's control topic and take effect at once: a disabled
-device is disconnected and cannot log in again.
+device has a role of its own whose ACLs let it publish on ``alatau/{kind}/{id}/#`` and
+nowhere else, and subscribe only to its own ``.../errors`` (Mosquitto 2.0's plugin has no
+``%u`` substitution, so a shared role cannot say "its own topic"). Commands go to the plugin's
+control topic and take effect at once: a disabled device is disconnected and cannot log in
+again.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from core.db import Connection
 from core.errors import Unavailable
 from core.mqtt import connect, connect_when_possible, make_client
 from devices import repository
-from devices.contract import Kind
+from devices.contract import ERRORS_LEAF, Kind
 from devices.schemas import MqttLogin
 
 log = structlog.get_logger(__name__)
@@ -113,6 +114,18 @@ def new_login(kind: Kind, device_id: str) -> MqttLogin:
     )
 
 
+def device_acls(topic_prefix: str) -> list[dict[str, Any]]:
+    """A device's own rights: publish under its prefix, except on its errors topic (ingest
+    writes there), and subscribe to that errors topic and nothing else. What the broker
+    refuses it beyond these, its refusals plugin reports."""
+    errors = f"{topic_prefix}{ERRORS_LEAF}"
+    return [
+        {"acltype": "publishClientSend", "topic": errors, "allow": False, "priority": 1},
+        {"acltype": "publishClientSend", "topic": f"{topic_prefix}#", "allow": True},
+        {"acltype": "subscribeLiteral", "topic": errors, "allow": True},
+    ]
+
+
 def commission_commands(kind: Kind, login: MqttLogin, *, enabled: bool) -> list[Command]:
     """Create the device's role and login from scratch. Deleting first makes it idempotent: a
     registry write that failed after the broker applied it can simply be repeated."""
@@ -123,13 +136,7 @@ def commission_commands(kind: Kind, login: MqttLogin, *, enabled: bool) -> list[
         {
             "command": "createRole",
             "rolename": role,
-            "acls": [
-                {
-                    "acltype": "publishClientSend",
-                    "topic": f"{device_topic_prefix(kind, login.username)}#",
-                    "allow": True,
-                }
-            ],
+            "acls": device_acls(device_topic_prefix(kind, login.username)),
         },
         {
             "command": "createClient",

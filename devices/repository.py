@@ -207,10 +207,11 @@ async def silent_devices(
     district: str | None,
     device_id: str | None,
 ) -> list[asyncpg.Record]:
-    """Enabled devices silent for longer than ``silent_for``, or whose Last Will said offline."""
+    """Enabled devices silent for longer than ``silent_for`` (one that never reported: since it
+    was registered), or whose Last Will said offline."""
     return await conn.fetch(
         "SELECT device_id, last_seen, status FROM devices WHERE enabled"
-        " AND ((last_seen IS NOT NULL AND last_seen < now() - $1::interval) OR status = 'offline')"
+        " AND (COALESCE(last_seen, created_at) < now() - $1::interval OR status = 'offline')"
         " AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR district = $3)"
         " AND ($4::text IS NULL OR device_id = $4)",
         silent_for,

@@ -131,10 +131,32 @@ class MqttLogin(BaseModel):
     topic_prefix: str = Field(examples=["alatau/air/gate-air-001/"])
 
 
+class ConnectPorts(BaseModel):
+    mqtt: int | None = Field(description="plain MQTT, None when the broker offers none")
+    mqtts: int | None = Field(description="MQTT over TLS, None when the broker offers none")
+
+
+class DeviceConnect(BaseModel):
+    """Where and how the device connects: the broker of the configured edge."""
+
+    edge: str = Field(examples=["mosquitto"], description="mosquitto, or rabbitmq (city edge)")
+    host: str = Field(examples=["mqtt.alatau.city"])
+    ports: ConnectPorts
+    nodes: list[str] = Field(
+        description="every node as host:port (the city edge: move to the next when one drops)"
+    )
+    protocol: str = Field(examples=["5"], description="MQTT version to speak: 5 or 3.1.1")
+    client_id: str = Field(description="the client id to use: the device id")
+    tls_ca_pem: str | None = Field(description="the CA that signs the TLS listener, PEM")
+    tls_ca_url: str | None = Field(description="where to fetch that CA, when not inline")
+    errors_topic: str = Field(description="subscribe here to learn why a reading was refused")
+
+
 class CommissionedDevice(Device):
-    """A device as registered, with the login its firmware needs."""
+    """A device as registered, with the login its firmware needs and where to use it."""
 
     mqtt: MqttLogin
+    connect: DeviceConnect | None = None
 
 
 class DeviceStatus(StrEnum):
@@ -163,7 +185,9 @@ class DevicePatch(BaseModel):
 
 
 class DeviceBulkResult(BaseModel):
-    created: list[CommissionedDevice] = Field(description="with each device's login, shown once")
+    created: list[CommissionedDevice] = Field(
+        description="with each device's login (shown once) and where to connect"
+    )
     skipped: list[str] = Field(description="ids already registered, left as they were")
 
 

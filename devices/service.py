@@ -215,13 +215,16 @@ async def silent_devices(
     kind: str | None,
     district: str | None,
     device_id: str | None,
-) -> list[str]:
-    """Ids of enabled devices silent for longer than ``silent_for`` or whose Last Will said
-    offline, among those the filters name."""
+) -> dict[str, bool]:
+    """Enabled devices silent for longer than ``silent_for`` (one that never reported: since
+    it was registered) or whose Last Will said offline, among those the filters name; each
+    with whether it was ever heard from (a reading, or its Last Will)."""
     rows = await repository.silent_devices(
         conn, silent_for=silent_for, kind=kind, district=district, device_id=device_id
     )
-    return [row["device_id"] for row in rows]
+    return {
+        row["device_id"]: row["last_seen"] is not None or row["status"] == "offline" for row in rows
+    }
 
 
 async def broker_login(conn: Connection, device_id: str) -> asyncpg.Record | None:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Final
 
@@ -36,6 +37,7 @@ _TAG_BITS: Final = 64
 _TAG_MASK: Final = (1 << _TAG_BITS) - 1
 # Ingest's own rejection echoes to devices travel on amq.topic too; they are not readings.
 _ECHO_SUFFIX: Final = "/errors"
+_TOPIC_EXCHANGE: Final = "amq.topic"
 
 
 class Outstanding:
@@ -77,6 +79,7 @@ class AmqpConsumer:
         self._generation = 0
         self._outstanding = Outstanding()
         self._channel: aiormq.abc.AbstractChannel | None = None
+        self._echo_channel: aiormq.abc.AbstractChannel | None = None
         self._ack_upto = 0
         self._acked_upto = 0
         self._ack_wanted = asyncio.Event()
@@ -85,6 +88,7 @@ class AmqpConsumer:
         self.connected = asyncio.Event()
         self.node: str | None = None
         service.set_acknowledge(self._acknowledge)
+        service.echoes.set_publish(self._publish_echoes)
 
     def _with_login(self, url: str) -> URL:
         identity = self._settings.mqtt_as(self._settings.ingest)
@@ -131,6 +135,9 @@ class AmqpConsumer:
             self._outstanding = Outstanding()
             self._ack_upto = self._acked_upto = 0
             self._channel = channel
+            # Echoes on a channel of their own: a refused publish closes only its channel,
+            # never the one holding the deliveries.
+            self._echo_channel = await connection.channel()
             await channel.basic_consume(
                 self._edge.queue,
                 self._on_delivery,
@@ -160,6 +167,7 @@ class AmqpConsumer:
             log.warning("lost the edge node; its unacknowledged deliveries go back to the queue")
         self.connected.clear()
         self._channel = None
+        self._echo_channel = None
         self._outstanding = Outstanding()
         metrics.OUTSTANDING.set(0)
 
@@ -182,6 +190,22 @@ class AmqpConsumer:
             late_window=self._late_window,
         )
         self._service.add(parsed, token)
+
+    async def _publish_echoes(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """On amq.topic, where a device's MQTT subscription to its errors topic is bound; the
+        ingest queue receives them too (bound to alatau.#) and ``_on_delivery`` skips them."""
+        channel = self._echo_channel
+        if channel is None or channel.is_closed:
+            metrics.ECHOES_FAILED.inc(len(messages))
+            return
+        try:
+            for topic, payload in messages:
+                await channel.basic_publish(
+                    payload, exchange=_TOPIC_EXCHANGE, routing_key=topic.replace("/", ".")
+                )
+        except (aiormq.exceptions.AMQPError, OSError) as exc:
+            metrics.ECHOES_FAILED.inc(len(messages))
+            log.warning("rejection echoes not sent", error=repr(exc))
 
     def _acknowledge(self, tokens: list[int]) -> None:
         """The service committed these deliveries: move the acknowledgement mark up."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Final
 
@@ -20,7 +21,7 @@ import structlog
 
 from core.config import Settings
 from core.mqtt import connect, make_client
-from devices.contract import TOPIC_ROOT
+from devices.contract import ERRORS_LEAF, REFUSALS_TOPIC, TOPIC_ROOT
 from devices.contract import utc_now as now
 from ingest import metrics
 from ingest.bulkack import BulkAckHandler
@@ -38,12 +39,36 @@ def _subscription(topic: str, share_group: str | None) -> str:
 
 
 def telemetry_subscription(share_group: str | None) -> str:
-    """Every device's telemetry; shared among the group's replicas when there is a group."""
+    """Every device's telemetry alone (the benchmarks' subscribers)."""
     return _subscription(f"{TOPIC_ROOT}/+/+/telemetry", share_group)
 
 
-def status_subscription(share_group: str | None) -> str:
-    return _subscription(f"{TOPIC_ROOT}/+/+/status", share_group)
+def device_subscription(share_group: str | None) -> str:
+    """Everything devices publish, telemetry and status and any other topic under the root
+    (refused as ``invalid_topic``, not left to vanish at the broker); shared among the group's
+    replicas when there is a group."""
+    return _subscription(f"{TOPIC_ROOT}/#", share_group)
+
+
+def refusals_subscription(share_group: str | None) -> str:
+    """The publishes and subscriptions the broker refuses (stack/mosquitto_refusals.c)."""
+    return _subscription(REFUSALS_TOPIC, share_group)
+
+
+def subscriptions(share_group: str | None) -> list[str]:
+    return [device_subscription(share_group), refusals_subscription(share_group)]
+
+
+def earlier_subscriptions(share_group: str | None) -> list[str]:
+    """What earlier versions subscribed to; a persistent session may still hold them, and
+    overlapping with ``alatau/#`` they would deliver each reading twice."""
+    return [
+        _subscription(f"{TOPIC_ROOT}/+/+/telemetry", share_group),
+        _subscription(f"{TOPIC_ROOT}/+/+/status", share_group),
+    ]
+
+
+_ECHO_SUFFIX: Final = f"/{ERRORS_LEAF}"
 
 
 class MqttConsumer:
@@ -69,6 +94,7 @@ class MqttConsumer:
         self.client.on_disconnect = self._on_disconnect
         self._handler = BulkAckHandler.install(self.client, self._on_message)
         service.set_acknowledge(self._acknowledge)
+        service.echoes.set_publish(self._publish_echoes)
         self.connected = asyncio.Event()
         self._last_message_at = time.monotonic()
         self._stopping = False
@@ -87,7 +113,7 @@ class MqttConsumer:
         """Stop the broker routing new messages to us, then take what it still holds for this
         session: Mosquitto keeps queueing for a stopped replica until its session ends."""
         group = self._settings.ingest.share_group
-        self.client.unsubscribe([telemetry_subscription(group), status_subscription(group)])
+        self.client.unsubscribe(subscriptions(group))
         self._last_message_at = time.monotonic()
         # Waiting for silence, which no event signals: sleep until quiet_s after the last message.
         while (remaining := quiet_s - (time.monotonic() - self._last_message_at)) > 0:  # noqa: ASYNC110
@@ -97,12 +123,9 @@ class MqttConsumer:
     def _on_connect(self, client: gmqtt.Client, session_present: int, rc: int, props: Any) -> None:
         group = self._settings.ingest.share_group
         if not client.subscriptions:
-            client.subscribe(
-                [
-                    gmqtt.Subscription(telemetry_subscription(group), qos=1),
-                    gmqtt.Subscription(status_subscription(group), qos=1),
-                ]
-            )
+            if session_present:
+                client.unsubscribe(earlier_subscriptions(group))
+            client.subscribe([gmqtt.Subscription(topic, qos=1) for topic in subscriptions(group)])
         else:
             # Asked again on every reconnect, not only when the broker forgot our session:
             # Mosquitto 2.0 restores a persistent session after a restart but not its shared
@@ -125,6 +148,11 @@ class MqttConsumer:
     def _on_message(self, topic: str, payload: bytes, ack: int | None) -> None:
         """Called synchronously by the MQTT read loop for every message: parse and queue."""
         self._last_message_at = time.monotonic()
+        if topic.endswith(_ECHO_SUFFIX):
+            # Ingest's own rejection echoes to devices (only ingest may publish there).
+            if ack is not None:
+                self._acknowledge([ack])
+            return
         message = parse_delivery(
             topic,
             payload,
@@ -136,3 +164,11 @@ class MqttConsumer:
 
     def _acknowledge(self, acks: list[int]) -> None:
         metrics.ACKS_SENT.inc(self._handler.acknowledge(acks))
+
+    async def _publish_echoes(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """QoS 0: an echo is advice to the device, never worth holding a reading back for."""
+        if not self.client.is_connected:
+            metrics.ECHOES_FAILED.inc(len(messages))
+            return
+        for topic, payload in messages:
+            self.client.publish(topic, payload, qos=0)

@@ -14,7 +14,8 @@ READINGS_STORED: Final = Counter(
 )
 READINGS_DUPLICATE: Final = Counter(
     "alatau_ingest_readings_duplicate_total",
-    "readings already stored (same device and ts)",
+    "readings equal to one already stored (same device, ts and values: a redelivery), stored"
+    " once and not refused; one with other values is refused as conflicting_duplicate",
     ["kind"],
 )
 READINGS_REJECTED: Final = Counter(
@@ -51,4 +52,16 @@ ACKS_DROPPED: Final = Counter(
     "alatau_ingest_acks_dropped_total",
     "PUBACKs not written because the connection their message came on is gone "
     "(the broker redelivers those messages)",
+)
+ECHOES_SENT: Final = Counter(
+    "alatau_ingest_echoes_sent_total",
+    "rejections echoed to their device on alatau/{kind}/{id}/errors",
+)
+ECHOES_DROPPED: Final = Counter(
+    "alatau_ingest_echoes_dropped_total",
+    "rejection echoes not sent: beyond the device's rate bound",
+)
+ECHOES_FAILED: Final = Counter(
+    "alatau_ingest_echoes_failed_total",
+    "rejection echoes lost because the broker connection failed (the rejections are stored)",
 )

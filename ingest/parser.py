@@ -12,6 +12,7 @@ from devices.contract import (
     FUTURE_TOLERANCE,
     MAX_BATCH_READINGS,
     METRICS,
+    REFUSALS_TOPIC,
     TOPIC_ROOT,
     Kind,
     is_valid_device_id,
@@ -97,6 +98,61 @@ def parse_status(topic: str, payload: bytes, received_at: datetime) -> ParsedMes
     return message
 
 
+def device_of_topic(topic: str) -> tuple[Kind, str] | None:
+    """The (kind, device id) a topic under ``alatau/{kind}/{device_id}/`` belongs to, whatever
+    follows; the broker lets only that device publish there."""
+    parts = topic.split("/", 3)
+    if len(parts) < 3 or parts[0] != TOPIC_ROOT:
+        return None
+    kind = _KINDS.get(parts[1])
+    if kind is None or not is_valid_device_id(parts[2]):
+        return None
+    return kind, parts[2]
+
+
+def parse_unrouted(topic: str, payload: bytes, received_at: datetime) -> ParsedMessage:
+    """A message on a topic that is neither telemetry nor status: refused, with the device the
+    topic names when it names one."""
+    owner = device_of_topic(topic)
+    kind, device_id = owner if owner is not None else (None, None)
+    message = ParsedMessage(topic, payload, received_at, kind, device_id)
+    message.reject_all(
+        Reason.INVALID_TOPIC,
+        f"topic {topic!r} is neither {TOPIC_ROOT}/{{kind}}/{{device_id}}/telemetry nor .../status",
+    )
+    # The reason is the topic, whoever the device is.
+    message.device_checked = True
+    return message
+
+
+def parse_refusal(payload: bytes, received_at: datetime) -> ParsedMessage:
+    """A notice of Mosquitto's refusals plugin (stack/mosquitto_refusals.c): a publish or a
+    subscription the broker refused, kept as a ``topic_denied`` rejection of that device."""
+    try:
+        notice = orjson.loads(payload)
+        topic, username = str(notice["topic"]), notice.get("username")
+        action = "publish on" if notice["access"] == "publish" else "subscribe to"
+        refused = bytes.fromhex(notice.get("payload_hex") or "")
+        client_id = notice.get("client_id")
+        size = int(notice.get("payload_bytes") or 0)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        message = ParsedMessage(REFUSALS_TOPIC, payload, received_at, None, None)
+        message.reject_all(Reason.TOPIC_DENIED, f"the broker refused something: {exc!r}")
+        message.device_checked = True
+        return message
+    device_id = username if isinstance(username, str) and is_valid_device_id(username) else None
+    message = ParsedMessage(topic, refused, received_at, None, device_id)
+    kept = "" if size == len(refused) else f" (the first {len(refused)} of {size} bytes kept)"
+    message.reject_all(
+        Reason.TOPIC_DENIED,
+        f"the broker refused {username!r} (client {client_id!r}) to {action} {topic!r}: a device"
+        f" may publish only under {TOPIC_ROOT}/{{its kind}}/{{its id}}/ and subscribe only to its"
+        f" errors topic{kept}",
+    )
+    message.device_checked = True
+    return message
+
+
 def parse_delivery(
     topic: str,
     payload: bytes,
@@ -105,12 +161,22 @@ def parse_delivery(
     max_payload_bytes: int,
     late_window: timedelta,
 ) -> ParsedMessage:
-    """Whatever reached ingest on ``topic``, from either edge: a status or a telemetry message."""
-    if topic.endswith("/status"):
+    """Whatever reached ingest on ``topic``, from either edge: telemetry, a status, a refusal
+    the broker reports, or a message on a topic no part of the contract defines."""
+    leaf = topic.rpartition("/")[2]
+    if leaf == "telemetry":
+        return parse_message(
+            topic,
+            payload,
+            received_at,
+            max_payload_bytes=max_payload_bytes,
+            late_window=late_window,
+        )
+    if leaf == "status":
         return parse_status(topic, payload, received_at)
-    return parse_message(
-        topic, payload, received_at, max_payload_bytes=max_payload_bytes, late_window=late_window
-    )
+    if topic == REFUSALS_TOPIC:
+        return parse_refusal(payload, received_at)
+    return parse_unrouted(topic, payload, received_at)
 
 
 def parse_message(
@@ -193,6 +259,7 @@ def _add_reading(
                 reason,
                 detail,
                 raw if raw is not None else orjson.dumps(element),
+                element.get("ts") if isinstance(element, dict) else None,
             )
         )
 

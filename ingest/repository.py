@@ -4,6 +4,7 @@ registry's own SQL is in devices/repository.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from typing import Any, Final
 
@@ -30,6 +31,56 @@ def _insert_from_stage_sql(kind: Kind) -> str:
 
 
 _INSERT_FROM_STAGE: Final = {kind: _insert_from_stage_sql(kind) for kind in Kind}
+
+
+def _conflicts_sql(kind: Kind) -> str:
+    """Staged readings whose key is stored with other values (the stored one came first: from
+    an earlier batch, or earlier in this one). Equal values are a redelivery, not a conflict."""
+    names = metric_names(kind)
+    staged = ", ".join(f"s.{name}" for name in names)
+    stored = ", ".join(f"r.{name}" for name in names)
+    stage = _staging_table(kind)
+    return (
+        f"SELECT s.device_id, s.ts, s.received_at, {staged}, {stored}"
+        f" FROM {stage} s JOIN {readings_table(kind)} r"
+        " ON r.device_id = s.device_id AND r.ts = s.ts"
+        f" WHERE r.ts >= (SELECT min(ts) FROM {stage}) AND r.ts <= (SELECT max(ts) FROM {stage})"
+        f" AND ({staged}) IS DISTINCT FROM ({stored})"
+    )
+
+
+_CONFLICTS: Final = {kind: _conflicts_sql(kind) for kind in Kind}
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A reading refused because its key is stored with other values."""
+
+    device_id: str
+    ts: Any
+    received_at: Any
+    refused: dict[str, Any]
+    kept: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    inserted: int
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+def _conflict(kind: Kind, record: asyncpg.Record) -> Conflict:
+    names = metric_names(kind)
+    values = list(record.values())
+    refused, kept = values[3 : 3 + len(names)], values[3 + len(names) :]
+    return Conflict(
+        record["device_id"],
+        record["ts"],
+        record["received_at"],
+        {name: value for name, value in zip(names, refused, strict=True) if value is not None},
+        {name: value for name, value in zip(names, kept, strict=True) if value is not None},
+    )
+
 
 # The minutes this batch touched, for the rollup worker (rollups/), in the batch's transaction.
 # DO UPDATE (not NOTHING) locks each row until commit, so the worker can never clear a minute
@@ -61,13 +112,15 @@ _MARK_DIRTY_MINUTES: Final = (
 )
 
 
-async def store_readings(conn: Connection, kind: Kind, rows: Sequence[tuple[Any, ...]]) -> int:
-    """Store the rows that are new; returns how many. Call inside the batch's transaction.
+async def store_readings(conn: Connection, kind: Kind, rows: Sequence[tuple[Any, ...]]) -> Stored:
+    """Store the rows that are new; returns how many, and the rows whose key is stored with
+    other values (to be refused as conflicting duplicates). Call inside the batch's transaction.
 
     Most batches hold only new readings (a live stream, a backlog), so they are first COPYed
     straight into the hypertable under a savepoint. A key already stored (a redelivery, a
-    replay) or repeated in the batch aborts that; then the rows go through the staging table
-    and ``ON CONFLICT DO NOTHING`` keeps only the new ones.
+    replay) or repeated in the batch aborts that; then the rows go through the staging table,
+    ``ON CONFLICT DO NOTHING`` keeps only the new ones (the first of a key), and the staged
+    rows are compared with what is stored under their keys.
     """
     try:
         async with conn.transaction():
@@ -78,7 +131,8 @@ async def store_readings(conn: Connection, kind: Kind, rows: Sequence[tuple[Any,
         await conn.copy_records_to_table(_staging_table(kind), records=rows, columns=_COLUMNS[kind])
         status = await conn.execute(_INSERT_FROM_STAGE[kind])
         await conn.execute(_MARK_DIRTY[kind])
-        return int(status.rsplit(" ", 1)[1])
+        conflicts = [_conflict(kind, record) for record in await conn.fetch(_CONFLICTS[kind])]
+        return Stored(int(status.rsplit(" ", 1)[1]), conflicts)
     minutes = {(row[0], row[1].astimezone(UTC).replace(second=0, microsecond=0)) for row in rows}
     await conn.execute(
         _MARK_DIRTY_MINUTES,
@@ -86,7 +140,7 @@ async def store_readings(conn: Connection, kind: Kind, rows: Sequence[tuple[Any,
         [device_id for device_id, _ in minutes],
         [minute for _, minute in minutes],
     )
-    return len(rows)
+    return Stored(len(rows))
 
 
 async def store_rejections(conn: Connection, records: Iterable[tuple[Any, ...]]) -> None:

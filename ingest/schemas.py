@@ -34,6 +34,7 @@ class Reason(StrEnum):
     INVALID_STATUS = "invalid_status"
     STORAGE_ERROR = "storage_error"
     TOPIC_DENIED = "topic_denied"
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
 
 
 REASON_DESCRIPTIONS: Final[dict[Reason, str]] = {
@@ -43,7 +44,8 @@ REASON_DESCRIPTIONS: Final[dict[Reason, str]] = {
     Reason.NOT_AN_OBJECT: "a reading must be a JSON object (or an array of objects)",
     Reason.EMPTY_BATCH: "the payload is an empty array",
     Reason.BATCH_TOO_LARGE: "an array payload holds more than 1,000 readings",
-    Reason.INVALID_TOPIC: "the topic is not alatau/{kind}/{device_id}/telemetry of a known kind",
+    Reason.INVALID_TOPIC: "the topic is not alatau/{kind}/{device_id}/telemetry (or .../status)"
+    " of a known kind, e.g. alatau/traffic/t-1/telemetry/extra",
     Reason.UNKNOWN_FIELD: "the reading has a field its kind does not define",
     Reason.MISSING_FIELD: "the reading has no ts",
     Reason.INVALID_TIMESTAMP: "ts is neither RFC 3339 with an offset nor epoch milliseconds",
@@ -58,7 +60,10 @@ REASON_DESCRIPTIONS: Final[dict[Reason, str]] = {
     Reason.INVALID_STATUS: "a status message says neither online nor offline",
     Reason.STORAGE_ERROR: "the database refused the reading itself (not an outage)",
     Reason.TOPIC_DENIED: "the broker refused a device's publish or subscription on a topic that"
-    " is not its own (city edge: recorded by the api, which answers the broker's topic check)",
+    " is not its own (Mosquitto: reported by the broker's refusals plugin; city edge: recorded"
+    " by the api, which answers the broker's topic check)",
+    Reason.CONFLICTING_DUPLICATE: "a reading with the device and ts of a stored one but other"
+    " values; the stored one is kept, the detail shows both (an exact repeat is not refused)",
 }
 
 
@@ -71,6 +76,8 @@ class Rejection:
     reason: Reason
     detail: str
     payload: bytes
+    # The reading's ts as the device sent it, when known: echoed back so firmware can match.
+    ts: Any = None
 
     def record(self) -> tuple[Any, ...]:
         return (
@@ -116,6 +123,7 @@ class ParsedMessage:
 
     def reject_all(self, reason: Reason, detail: str) -> None:
         """Refuse every reading of the message at once, keeping the whole payload once."""
+        ts = self.rows[0][1].isoformat() if len(self.rows) == 1 else None
         self.rows = []
         self.rejections = []
         self.rejections.append(
@@ -127,6 +135,7 @@ class ParsedMessage:
                 reason,
                 detail,
                 self.payload,
+                ts,
             )
         )
 

@@ -11,16 +11,18 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 import structlog
 
 from core.config import IngestSettings
 from core.db import DATABASE_UNAVAILABLE, RETRYABLE, Connection
 from devices import service as registry
-from devices.contract import Kind
+from devices.contract import Kind, telemetry_topic
 from devices.schemas import Presence
 from devices.service import DeviceDirectory
 from ingest import metrics, repository
-from ingest.schemas import FlushResult, ParsedMessage, Reason
+from ingest.echo import Echoes, EchoLimiter
+from ingest.schemas import FlushResult, ParsedMessage, Reason, Rejection
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +34,24 @@ Batch = tuple[list[ParsedMessage], list[int]]
 
 def _acknowledge_nothing(acks: list[int]) -> None:
     return None
+
+
+def conflict_rejection(kind: Kind, conflict: repository.Conflict) -> Rejection:
+    """A reading whose key is stored with other values: refused, the stored one kept."""
+    ts = conflict.ts.isoformat()
+    kept = orjson.dumps(conflict.kept).decode()
+    refused = orjson.dumps(conflict.refused).decode()
+    return Rejection(
+        conflict.received_at,
+        telemetry_topic(kind, conflict.device_id),
+        kind.value,
+        conflict.device_id,
+        Reason.CONFLICTING_DUPLICATE,
+        f"a reading with ts {ts} is already stored with other values: kept {kept},"
+        f" refused {refused}",
+        orjson.dumps({"ts": ts, **conflict.refused}),
+        ts,
+    )
 
 
 @dataclass
@@ -68,7 +88,14 @@ class IngestService:
             refresh_s=settings.device_refresh_s, recheck_s=settings.unknown_device_recheck_s
         )
         self._acknowledge: Acknowledge = _acknowledge_nothing
+        self.echoes = Echoes(
+            EchoLimiter(settings.echo_rate_per_s, settings.echo_burst), self._kind_of
+        )
         self.totals = Totals()
+
+    def _kind_of(self, device_id: str) -> Kind | None:
+        state = self._directory.get(device_id)
+        return state.kind if state is not None else None
 
     def set_acknowledge(self, acknowledge: Acknowledge) -> None:
         """Who acknowledges a batch's messages (their ack tokens) once it is committed."""
@@ -224,30 +251,56 @@ class IngestService:
                         if message.status is not None
                         else (earlier.status_at if earlier else None),
                     )
-            received = sum(len(rows) for rows in rows_by_kind.values())
-            stored: dict[Kind, int] = {}
+            stored: dict[Kind, repository.Stored] = {}
             async with conn.transaction():
                 for kind, rows in rows_by_kind.items():
                     stored[kind] = await repository.store_readings(conn, kind, rows)
+                    rejections.extend(conflict_rejection(kind, c) for c in stored[kind].conflicts)
                 if rejections:
                     await repository.store_rejections(conn, (r.record() for r in rejections))
                 if devices:
                     await registry.record_presence(conn, list(devices.values()))
-        # Counted once committed: a batch retried after an outage is counted once.
-        for kind, new in stored.items():
-            metrics.READINGS_STORED.labels(kind.value).inc(new)
-            metrics.READINGS_DUPLICATE.labels(kind.value).inc(len(rows_by_kind[kind]) - new)
-        inserted = sum(stored.values())
+        return await self._committed(rows_by_kind, stored, rejections, started)
+
+    async def _committed(
+        self,
+        rows_by_kind: dict[Kind, list[tuple[Any, ...]]],
+        stored: dict[Kind, repository.Stored],
+        rejections: list[Rejection],
+        started: float,
+    ) -> FlushResult:
+        """Count a committed batch (once: a batch retried after an outage is counted once) and
+        echo its rejections to their devices."""
+        duplicates = 0
+        for kind, outcome in stored.items():
+            repeated = len(rows_by_kind[kind]) - outcome.inserted - len(outcome.conflicts)
+            metrics.READINGS_STORED.labels(kind.value).inc(outcome.inserted)
+            metrics.READINGS_DUPLICATE.labels(kind.value).inc(repeated)
+            duplicates += repeated
+        inserted = sum(outcome.inserted for outcome in stored.values())
         for rejection in rejections:
             metrics.READINGS_REJECTED.labels(rejection.reason.value).inc()
-        metrics.BATCH_SIZE.observe(received + len(rejections))
+        # Conflicting readings are among the rows and among the rejections: counted once.
+        received = inserted + duplicates + len(rejections)
+        metrics.BATCH_SIZE.observe(received)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
-        result = FlushResult(received, inserted, received - inserted, len(rejections))
-        self.totals.received += received + len(rejections)
+        result = FlushResult(received - len(rejections), inserted, duplicates, len(rejections))
+        self.totals.received += received
         self.totals.inserted += inserted
-        self.totals.duplicates += result.duplicates
+        self.totals.duplicates += duplicates
         self.totals.rejected += len(rejections)
+        if rejections:
+            await self._echo(rejections)
         return result
+
+    async def _echo(self, rejections: list[Rejection]) -> None:
+        try:
+            await self.echoes.send(rejections)
+        except (OSError, RuntimeError) as exc:
+            # Stored already (and acknowledged next): an echo lost with its connection is only
+            # counted, never a reason to write the batch again.
+            metrics.ECHOES_FAILED.inc(len(rejections))
+            log.warning("rejection echoes not sent", error=repr(exc), rejections=len(rejections))
 
     async def _check_devices(self, conn: Connection, messages: Sequence[ParsedMessage]) -> None:
         """Refuse messages of devices that are unknown, disabled, or registered as another kind."""

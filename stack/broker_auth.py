@@ -3,7 +3,9 @@
 Anonymous access is off. Ingest, the api and the simulator each log in as themselves, with only
 the rights they need:
 
-- ``service.ingest`` subscribes to ``alatau/#``, shared or not, and publishes nothing;
+- ``service.ingest`` subscribes to ``alatau/#`` and to the refusals the broker reports on
+  ``alatau-broker/refused`` (stack/mosquitto_refusals.c), shared or not, and publishes only each
+  device's rejection echoes on ``alatau/{kind}/{id}/errors``;
 - ``service.api`` subscribes to ``alatau/#`` for the live feeds and administers the plugin, since
   the registry issues, rotates and disables device logins through it;
 - ``service.simulator`` publishes on ``alatau/#``: it stands in for many devices at once (replay,
@@ -29,6 +31,7 @@ from typing import Any, Final
 from pydantic import SecretStr
 
 from core.config import Settings
+from devices.credentials import device_acls
 
 HASH_ITERATIONS: Final = 101  # what mosquitto_ctrl uses
 CONTROL_ACL: Final = "$CONTROL/dynamic-security/#"
@@ -38,6 +41,9 @@ SERVICE_ROLES: Final[dict[str, list[dict[str, Any]]]] = {
         # Mosquitto checks a shared subscription with its $share/{group}/ prefix.
         {"acltype": "subscribePattern", "topic": "$share/+/alatau/#", "allow": True},
         {"acltype": "subscribePattern", "topic": "alatau/#", "allow": True},
+        {"acltype": "subscribePattern", "topic": "$share/+/alatau-broker/refused", "allow": True},
+        {"acltype": "subscribePattern", "topic": "alatau-broker/refused", "allow": True},
+        {"acltype": "publishClientSend", "topic": "alatau/+/+/errors", "allow": True},
     ],
     "api": [
         {"acltype": "subscribePattern", "topic": "alatau/#", "allow": True},
@@ -101,6 +107,8 @@ def write_service_identities(store: Path, passwords: dict[str, str]) -> None:
         {"rolename": service_username(service), "acls": acls}
         for service, acls in SERVICE_ROLES.items()
     ]
+    for role in config["roles"]:
+        _upgrade_device_role(role)
     config["clients"] = [
         client for client in config.get("clients", []) if client["username"] not in service_names
     ] + [
@@ -113,6 +121,18 @@ def write_service_identities(store: Path, passwords: dict[str, str]) -> None:
         for service in SERVICE_ROLES
     ]
     store.write_text(json.dumps(config, indent=1))
+
+
+def _upgrade_device_role(role: dict[str, Any]) -> None:
+    """A device role written by an earlier version (publish only) gets today's rights, its
+    errors topic included; its prefix is read from its publish ACL."""
+    if not role["rolename"].startswith("device-"):
+        return
+    for acl in role.get("acls", []):
+        topic = acl.get("topic", "")
+        if acl.get("acltype") == "publishClientSend" and acl.get("allow") and topic.endswith("#"):
+            role["acls"] = device_acls(topic[:-1])
+            return
 
 
 def login_environment(settings: Settings) -> dict[str, str]:

@@ -19,8 +19,12 @@ from stack.services import ServiceError
 ADMIN: Final = "admin"
 INGEST_QUEUE: Final = "alatau.ingest"
 INGEST_POLICY: Final = "alatau-ingest-limits"
-# MQTT topics become routing keys with "/" replaced by ".".
-INGEST_BINDINGS: Final = ("alatau.*.*.telemetry", "alatau.*.*.status")
+# MQTT topics become routing keys with "/" replaced by ".". Everything under the root, so a
+# topic no part of the contract defines reaches ingest and is refused as invalid_topic instead
+# of vanishing (a publish that matches no queue is PUBACKed anyway); ingest skips its own
+# rejection echoes (alatau.{kind}.{id}.errors). A routing key matching several bindings is
+# queued once. The earlier telemetry and status bindings may stay: they add nothing.
+INGEST_BINDINGS: Final = ("alatau.#",)
 TOPIC_EXCHANGE: Final = "amq.topic"
 NOTHING: Final = "^$"
 
@@ -38,8 +42,15 @@ class ServiceGrant:
 
 
 SERVICE_GRANTS: Final[dict[str, ServiceGrant]] = {
-    # Consumes the ingest queue and nothing else (a passive declare needs no permission).
-    "ingest": ServiceGrant(tags="", configure=NOTHING, write=NOTHING, read=r"^alatau\.ingest$"),
+    # Consumes the ingest queue (a passive declare needs no permission) and publishes each
+    # device's rejection echoes on alatau.{kind}.{id}.errors.
+    "ingest": ServiceGrant(
+        tags="",
+        configure=NOTHING,
+        write=r"^amq\.topic$",
+        read=r"^alatau\.ingest$",
+        topic_write=r"^alatau\.[^.]+\.[^.]+\.errors$",
+    ),
     # Its live feeds bind queues of its own to amq.topic; it reads queue depths and closes a
     # disabled device's connections, and 3.10's management API lets only the administrator
     # tag close another user's connections (monitoring may only list them).

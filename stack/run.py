@@ -124,6 +124,10 @@ class Stack:
                 login_environment(with_identities(get_settings(), broker.service_passwords()))
             )
             say(f"Mosquitto TLS listener for devices: {broker.tls_url} (CA: {DATA_DIR}/tls/ca.crt)")
+            # What registration answers tell devices (the certificate names localhost).
+            self.env.setdefault("ALATAU_DEVICE_CONNECT__HOST", "localhost")
+            self.env.setdefault("ALATAU_DEVICE_CONNECT__MQTTS_PORT", str(LOCAL_MQTTS_PORT))
+            self.env.setdefault("ALATAU_DEVICE_CONNECT__CA_FILE", str(DATA_DIR / "tls" / "ca.crt"))
 
     def _start_cluster(self) -> None:
         cluster = local_edge_cluster(self.api_url)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from stack import refusals_plugin
 from stack.broker_auth import load_or_create_passwords, write_service_identities
 
 PG_MAJOR = os.environ.get("PG_MAJOR", "15")
@@ -237,6 +238,8 @@ class MosquittoBroker:
             "allow_anonymous false",
             f"plugin {DYNSEC_PLUGIN}",
             f"plugin_opt_config_file {self.dynsec_store}",
+            # After dynamic security, so it hears exactly what that plugin refuses.
+            f"plugin {refusals_plugin.build(self.data_dir)}",
             f"listener {self.port} 127.0.0.1",
             "persistence true",
             f"persistence_location {self.data_dir}/",

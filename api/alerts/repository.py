@@ -20,8 +20,9 @@ _RULE_COLUMNS: Final = (
 )
 _ALERT_SELECT: Final = (
     "SELECT a.alert_id, a.rule_id, r.name AS rule_name, r.severity, a.device_id, a.state,"
-    " a.value, a.message, a.opened_at, a.acknowledged_at, a.acknowledged_by, a.resolved_at,"
-    " a.updated_at FROM alerts AS a JOIN alert_rules AS r USING (rule_id)"
+    " a.value, a.message, a.opened_at, a.acknowledged_at, a.acknowledged_by, a.note,"
+    " a.cleared_at, a.resolved_at, a.resolution, a.updated_at"
+    " FROM alerts AS a JOIN alert_rules AS r USING (rule_id)"
 )
 _OPERATORS: Final = {"above": ">", "below": "<"}
 
@@ -102,13 +103,16 @@ async def get_alert(conn: Connection, alert_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(f"{_ALERT_SELECT} WHERE a.alert_id = $1", alert_id)
 
 
-async def acknowledge(conn: Connection, alert_id: int, by: str) -> asyncpg.Record | None:
+async def acknowledge(
+    conn: Connection, alert_id: int, by: str, note: str | None
+) -> asyncpg.Record | None:
     """Acknowledge an open alert; None when it is not open (unknown, acknowledged, resolved)."""
     alert_id_done = await conn.fetchval(
         "UPDATE alerts SET state = 'acknowledged', acknowledged_at = now(), acknowledged_by = $2,"
-        " updated_at = now() WHERE alert_id = $1 AND state = 'open' RETURNING alert_id",
+        " note = $3, updated_at = now() WHERE alert_id = $1 AND state = 'open' RETURNING alert_id",
         alert_id,
         by,
+        note,
     )
     return None if alert_id_done is None else await get_alert(conn, alert_id)
 
@@ -127,13 +131,48 @@ async def try_evaluator_lock(conn: Connection) -> bool:
     return locked
 
 
-async def active_alerts(conn: Connection, rule_id: int) -> dict[str, int]:
-    """Device id to alert id of the rule's unresolved alerts."""
+async def active_alerts(conn: Connection, rule_id: int) -> dict[str, asyncpg.Record]:
+    """Device id to (alert_id, cleared_for_s) of the rule's unresolved alerts; cleared_for_s is
+    how long the condition has been seen cleared, None while it holds."""
     rows = await conn.fetch(
-        "SELECT device_id, alert_id FROM alerts WHERE rule_id = $1 AND state <> 'resolved'",
+        "SELECT device_id, alert_id, extract(epoch FROM now() - cleared_at) AS cleared_for_s"
+        " FROM alerts WHERE rule_id = $1 AND state <> 'resolved'",
         rule_id,
     )
-    return {row["device_id"]: row["alert_id"] for row in rows}
+    return {row["device_id"]: row for row in rows}
+
+
+async def mark_cleared(conn: Connection, alert_ids: list[int]) -> list[int]:
+    """The condition of these alerts is seen cleared: from now on, unless already noted.
+    Returns the alerts changed."""
+    rows = await conn.fetch(
+        "UPDATE alerts SET cleared_at = now(), updated_at = now()"
+        " WHERE alert_id = ANY($1::bigint[]) AND cleared_at IS NULL RETURNING alert_id",
+        alert_ids,
+    )
+    return [row["alert_id"] for row in rows]
+
+
+async def mark_holding(conn: Connection, alert_ids: list[int]) -> list[int]:
+    """The condition of these alerts holds again: their clearing starts over. Returns the
+    alerts changed."""
+    rows = await conn.fetch(
+        "UPDATE alerts SET cleared_at = NULL, updated_at = now()"
+        " WHERE alert_id = ANY($1::bigint[]) AND cleared_at IS NOT NULL RETURNING alert_id",
+        alert_ids,
+    )
+    return [row["alert_id"] for row in rows]
+
+
+async def resolve_disabled(conn: Connection) -> list[int]:
+    """Resolve every unresolved alert of a disabled device, open or acknowledged."""
+    rows = await conn.fetch(
+        "UPDATE alerts AS a SET state = 'resolved', resolved_at = now(), updated_at = now(),"
+        " resolution = 'the device was disabled' FROM devices AS d"
+        " WHERE d.device_id = a.device_id AND NOT d.enabled AND a.state <> 'resolved'"
+        " RETURNING a.alert_id"
+    )
+    return [row["alert_id"] for row in rows]
 
 
 def _metric_state_sql(kind: Kind, metric: str, condition: str) -> str:
@@ -191,10 +230,11 @@ async def open_alert(
     return alert_id
 
 
-async def resolve_alert(conn: Connection, alert_id: int) -> bool:
+async def resolve_alert(conn: Connection, alert_id: int, resolution: str) -> bool:
     result = await conn.execute(
-        "UPDATE alerts SET state = 'resolved', resolved_at = now(), updated_at = now()"
-        " WHERE alert_id = $1 AND state <> 'resolved'",
+        "UPDATE alerts SET state = 'resolved', resolved_at = now(), updated_at = now(),"
+        " resolution = $2 WHERE alert_id = $1 AND state <> 'resolved'",
         alert_id,
+        resolution,
     )
     return result != "UPDATE 0"

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from api import sse
 from api.alerts import service
 from api.alerts.schemas import (
+    Acknowledgement,
     Alert,
     AlertList,
     AlertState,
@@ -126,7 +127,11 @@ async def get_alert(pool: PoolDep, alert_id: RowId) -> Alert:
     "/alerts/{alert_id}/acknowledge",
     responses={**_NOT_FOUND, 409: {"model": ErrorBody, "description": "the alert is not open"}},
 )
-async def acknowledge(pool: PoolDep, alert_id: RowId, caller: Operator) -> Alert:
-    """Acknowledge an open alert in the name of the calling key; the evaluator resolves it
-    when readings return to normal."""
-    return await service.acknowledge(pool, alert_id, by=caller.name)
+async def acknowledge(
+    pool: PoolDep, alert_id: RowId, caller: Operator, body: Acknowledgement | None = None
+) -> Alert:
+    """Acknowledge an open alert in the name of the calling key, with an optional note (kept);
+    the evaluator resolves it once its condition has stayed cleared for the rule's window, or
+    when the device is disabled."""
+    note = body.note.strip() or None if body is not None and body.note is not None else None
+    return await service.acknowledge(pool, alert_id, by=caller.name, note=note)

@@ -106,8 +106,19 @@ class Alert(BaseModel):
     opened_at: UtcTimestamp
     acknowledged_at: UtcTimestamp | None
     acknowledged_by: str | None
+    note: str | None = Field(description="the acknowledgement's note")
+    cleared_at: UtcTimestamp | None = Field(
+        description="since when the condition has been seen cleared (resolved after the window)"
+    )
     resolved_at: UtcTimestamp | None
+    resolution: str | None = Field(description="how the alert ended")
     updated_at: UtcTimestamp
+
+
+class Acknowledgement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(default=None, max_length=1000, description="kept with the alert")
 
 
 class AlertList(BaseModel):

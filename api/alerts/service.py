@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
 
@@ -49,12 +49,25 @@ class Evaluation:
     resolved: int = 0
 
 
-def _describe(rule: Rule, value: float | None) -> str:
+def _describe(rule: Rule, value: float | None, *, never_reported: bool = False) -> str:
     if rule.condition is Condition.OFFLINE:
+        if never_reported:
+            return f"no reading since it was commissioned, over {rule.window_s:g} s ago"
         return f"no reading for {rule.window_s:g} s, or the device reported offline"
     return (
         f"{rule.metric} {rule.condition.value} {rule.threshold:g} for {rule.window_s:g} s"
         f" (now {value:g})"
+    )
+
+
+def _ending(rule: Rule, value: float | None) -> str:
+    """How an alert ended once its condition stayed cleared for the rule's window."""
+    if rule.condition is Condition.OFFLINE:
+        return f"resolved: the device has been reporting again for {rule.window_s:g} s"
+    back = "" if value is None else f" (now {value:g})"
+    return (
+        f"resolved: {rule.metric} has not been {rule.condition.value} {rule.threshold:g}"
+        f" for {rule.window_s:g} s{back}"
     )
 
 
@@ -64,55 +77,93 @@ async def _changed(conn: asyncpg.pool.PoolConnectionProxy, alert_id: int) -> Non
         await repository.notify(conn, Alert.model_validate(dict(row)).model_dump_json())
 
 
+@dataclass
+class _Seen:
+    """What one evaluation saw of a rule's devices."""
+
+    # Devices whose condition held for the window, with the value and a note for the message.
+    breaching: dict[str, tuple[float | None, bool]] = field(default_factory=dict)
+    # Devices whose condition holds now, whether or not for the window yet.
+    holding: set[str] = field(default_factory=set)
+    # Devices seen with the condition cleared, with their newest value.
+    normal: dict[str, float | None] = field(default_factory=dict)
+
+
+async def _offline_state(
+    conn: asyncpg.pool.PoolConnectionProxy, rule: Rule, active: set[str]
+) -> _Seen:
+    silent = await registry.silent_devices(
+        conn,
+        silent_for=timedelta(seconds=rule.window_s),
+        kind=rule.kind.value if rule.kind else None,
+        district=rule.district.value if rule.district else None,
+        device_id=rule.device_id,
+    )
+    seen = _Seen(holding=set(silent))
+    seen.breaching = {device_id: (None, not ever) for device_id, ever in silent.items()}
+    seen.normal = dict.fromkeys(active - set(silent))
+    return seen
+
+
+async def _metric_state(conn: asyncpg.pool.PoolConnectionProxy, rule: Rule) -> _Seen:
+    assert rule.kind is not None
+    assert rule.metric is not None
+    assert rule.threshold is not None
+    window = timedelta(seconds=rule.window_s)
+    rows = await repository.metric_state(
+        conn,
+        kind=Kind(rule.kind),
+        metric=rule.metric,
+        condition=rule.condition.value,
+        threshold=rule.threshold,
+        lookback=window * 2 + timedelta(minutes=1),
+        district=rule.district.value if rule.district else None,
+        device_id=rule.device_id,
+    )
+    seen = _Seen()
+    for row in rows:
+        if not row["breaching"]:
+            seen.normal[row["device_id"]] = row["value"]
+            continue
+        seen.holding.add(row["device_id"])
+        if row["newest"] - row["breach_since"] >= window:
+            seen.breaching[row["device_id"]] = (row["value"], False)
+    return seen
+
+
 async def _evaluate_rule(conn: asyncpg.pool.PoolConnectionProxy, rule: Rule) -> Evaluation:
     result = Evaluation()
-    window = timedelta(seconds=rule.window_s)
     active = await repository.active_alerts(conn, rule.rule_id)
-    breaching: dict[str, float | None] = {}
-    normal: set[str] = set()
     if rule.condition is Condition.OFFLINE:
-        silent = await registry.silent_devices(
-            conn,
-            silent_for=window,
-            kind=rule.kind.value if rule.kind else None,
-            district=rule.district.value if rule.district else None,
-            device_id=rule.device_id,
-        )
-        breaching = dict.fromkeys(silent)
-        normal = set(active) - set(breaching)
+        seen = await _offline_state(conn, rule, set(active))
     else:
-        assert rule.kind is not None
-        assert rule.metric is not None
-        assert rule.threshold is not None
-        rows = await repository.metric_state(
-            conn,
-            kind=Kind(rule.kind),
-            metric=rule.metric,
-            condition=rule.condition.value,
-            threshold=rule.threshold,
-            lookback=window * 2 + timedelta(minutes=1),
-            district=rule.district.value if rule.district else None,
-            device_id=rule.device_id,
-        )
-        for row in rows:
-            if not row["breaching"]:
-                normal.add(row["device_id"])
-            elif row["newest"] - row["breach_since"] >= window:
-                breaching[row["device_id"]] = row["value"]
-    for device_id, value in breaching.items():
+        seen = await _metric_state(conn, rule)
+    for device_id, (value, never) in seen.breaching.items():
         if device_id in active:
             continue
-        alert_id = await repository.open_alert(
-            conn, rule.rule_id, device_id, value, _describe(rule, value)
-        )
+        message = _describe(rule, value, never_reported=never)
+        alert_id = await repository.open_alert(conn, rule.rule_id, device_id, value, message)
         if alert_id is not None:
             result.opened += 1
             await _changed(conn, alert_id)
             log.info("alert opened", rule=rule.name, device_id=device_id, value=value)
-    for device_id in normal & set(active):
-        if await repository.resolve_alert(conn, active[device_id]):
+    clearing = {d: a for d, a in active.items() if d in seen.normal}
+    changed = await repository.mark_holding(
+        conn, [a["alert_id"] for d, a in active.items() if d in seen.holding]
+    )
+    changed += await repository.mark_cleared(
+        conn, [a["alert_id"] for a in clearing.values() if a["cleared_for_s"] is None]
+    )
+    for alert_id in changed:
+        await _changed(conn, alert_id)
+    for device_id, alert in clearing.items():
+        cleared_for = alert["cleared_for_s"]
+        if cleared_for is None or float(cleared_for) < rule.window_s:
+            continue
+        ending = _ending(rule, seen.normal[device_id])
+        if await repository.resolve_alert(conn, alert["alert_id"], ending):
             result.resolved += 1
-            await _changed(conn, active[device_id])
+            await _changed(conn, alert["alert_id"])
             log.info("alert resolved", rule=rule.name, device_id=device_id)
     return result
 
@@ -123,6 +174,9 @@ async def evaluate(pool: asyncpg.Pool) -> Evaluation | None:
     async with pool.acquire() as conn, conn.transaction():
         if not await repository.try_evaluator_lock(conn):
             return None
+        for alert_id in await repository.resolve_disabled(conn):
+            total.resolved += 1
+            await _changed(conn, alert_id)
         for row in await repository.list_rules(conn, enabled_only=True):
             try:
                 rule = Rule.model_validate(dict(row))
@@ -254,10 +308,13 @@ async def get_alert(pool: asyncpg.Pool, alert_id: int) -> Alert:
     return Alert.model_validate(dict(row))
 
 
-async def acknowledge(pool: asyncpg.Pool, alert_id: int, *, by: str) -> Alert:
-    """Acknowledge an open alert, recording who and when; any other state is a conflict."""
+async def acknowledge(
+    pool: asyncpg.Pool, alert_id: int, *, by: str, note: str | None = None
+) -> Alert:
+    """Acknowledge an open alert, recording who, when and the note; any other state is a
+    conflict."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await repository.acknowledge(conn, alert_id, by)
+        row = await repository.acknowledge(conn, alert_id, by, note)
         if row is not None:
             alert = Alert.model_validate(dict(row))
             await repository.notify(conn, alert.model_dump_json())

@@ -38,6 +38,8 @@ async def test_create_then_get(client: httpx.AsyncClient, unique: str) -> None:
     assert login["username"] == device_id
     assert login["topic_prefix"] == f"alatau/air/{device_id}/"
     assert len(login["password"]) >= 32
+    # So is where to connect (tests/api/test_connect.py).
+    assert created.pop("connect")["client_id"] == device_id
 
     response = await client.get(f"/api/v1/devices/{device_id}")
     assert response.status_code == 200

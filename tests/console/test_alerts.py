@@ -17,7 +17,7 @@ from core.config import Settings
 from devices.contract import District, Kind, status_topic, telemetry_topic
 from ingest.app import RunningIngest
 from tests.console.conftest import OpenConsole, expect, screenshot
-from tests.support import publish, register
+from tests.support import eventually, publish, register
 
 
 def accept_dialogs(page: Any) -> None:
@@ -58,8 +58,8 @@ async def test_an_alert_arrives_live_is_acknowledged_with_a_note_and_resolves(
     answer = await (await request.response()).json()
     await expect(row.locator('[data-field="state"]')).to_have_text("acknowledged")
     await expect(row).to_contain_text("by test-operator")
-    if "note" in answer:  # shown once the API keeps notes
-        await expect(row.locator('[data-field="note"]')).to_have_text(answer["note"])
+    assert answer["note"] == "crew sent to the substation"
+    await expect(row.locator('[data-field="note"]')).to_have_text(answer["note"])
     # The reader sees the acknowledgement live, through the feed.
     await expect(reader_row.locator('[data-field="state"]')).to_have_text("acknowledged")
     await screenshot(operator, "console-alerts.png")
@@ -73,10 +73,28 @@ async def test_an_alert_arrives_live_is_acknowledged_with_a_note_and_resolves(
             (telemetry_topic(Kind.ENERGY, meter), orjson.dumps({"ts": now, "power_kw": 3.0})),
         ],
     )
+    # Cleared now; resolved once it stays cleared for the rule's window (5 min), which the
+    # test moves into the past instead of waiting.
+    cleared = await eventually(
+        lambda: db_pool.fetchval(
+            "SELECT cleared_at FROM alerts WHERE device_id = $1 AND state <> 'resolved'", meter
+        ),
+        lambda at: at is not None,
+    )
+    assert cleared is not None
+    await db_pool.execute(
+        "UPDATE alerts SET cleared_at = cleared_at - interval '5 minutes'"
+        " WHERE device_id = $1 AND state <> 'resolved'",
+        meter,
+    )
     await expect(row).to_have_count(0, timeout=15_000)
     history = operator.locator("#alert-history tr", has_text=meter)
     await expect(history).to_have_count(1, timeout=15_000)
     await expect(history).to_contain_text("test-operator")
+    await expect(history.locator('[data-field="note"]')).to_have_text(answer["note"])
+    await expect(history.locator('[data-field="ended"]')).to_have_text(
+        "cleared for 5 min, then resolved"
+    )
     async with httpx.AsyncClient(base_url=live_url, headers=admin_headers) as client:
         response = await client.get("/api/v1/alerts", params={"device_id": meter})
     [alert] = response.json()["items"]

@@ -32,6 +32,7 @@ class Device:
     disconnects: list[float] = field(default_factory=list)
     connects: list[float] = field(default_factory=list)
     subscribed: dict[int, list[int]] = field(default_factory=dict)
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
     changed: threading.Condition = field(default_factory=threading.Condition)
 
     def __post_init__(self) -> None:
@@ -47,6 +48,7 @@ class Device:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
 
     def _on_connect(
         self, client: paho.Client, userdata: object, flags: object, rc: ReasonCode, props: object
@@ -83,6 +85,17 @@ class Device:
         with self.changed:
             self.subscribed[mid] = [code.value for code in codes]
             self.changed.notify_all()
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        with self.changed:
+            self.messages.append((message.topic, bytes(message.payload)))
+            self.changed.notify_all()
+
+    def subscribe(self, topic: str) -> int:
+        mid = self.client.subscribe(topic, qos=1)[1]
+        if mid is None:
+            raise ConnectionError(f"{self.username} is not connected")
+        return mid
 
     def wait_for(self, condition: Callable[[], bool], timeout_s: float = 20) -> bool:
         with self.changed:

@@ -36,14 +36,15 @@ async def test_a_qos1_publish_lands_in_the_quorum_queue_for_ingest(
     assert message.headers == {"x-mqtt-publish-qos": 1, "x-mqtt-dup": False}
 
 
-async def test_status_is_routed_too_and_other_topics_are_not(
+async def test_status_and_every_other_topic_under_the_root_reach_the_queue(
     edge: RabbitCluster, device_factory: DeviceFactory
 ) -> None:
     device = device_factory()
     assert not device.connect(edge.mqtt_port(3)).is_failure
-    unrouted = device.publish(f"alatau/energy/{device.username}/debug", b"not for ingest")
+    # A topic no part of the contract defines reaches ingest, which refuses it as
+    # invalid_topic (a publish that no queue took would be acknowledged and vanish).
+    unrouted = device.publish(f"alatau/energy/{device.username}/debug", b"not a reading")
     status = device.publish(f"alatau/energy/{device.username}/status", b"online", retain=True)
-    # A publish that no queue takes is acknowledged all the same.
     assert device.wait_acked([unrouted, status])
     received = await drain_until(
         edge.amqp_url("ingest", 1),
@@ -52,11 +53,14 @@ async def test_status_is_routed_too_and_other_topics_are_not(
         keep=lambda m: (m.routing_key or "").split(".")[2] == device.username,
     )
     assert [(m.routing_key, m.body) for m in received] == [
-        (f"alatau.energy.{device.username}.status", b"online")
+        (f"alatau.energy.{device.username}.debug", b"not a reading"),
+        (f"alatau.energy.{device.username}.status", b"online"),
     ]
 
 
-async def test_ingest_may_consume_but_not_publish_or_declare(edge: RabbitCluster) -> None:
+async def test_ingest_may_consume_and_echo_errors_but_not_publish_readings_or_declare(
+    edge: RabbitCluster,
+) -> None:
     connection = await aio_pika.connect(edge.amqp_url("ingest", 1))
     try:
         channel = await connection.channel()
@@ -64,6 +68,7 @@ async def test_ingest_may_consume_but_not_publish_or_declare(edge: RabbitCluster
             await channel.declare_queue(f"alatau.live.{uuid.uuid4().hex[:6]}", auto_delete=True)
         channel = await connection.channel(publisher_confirms=True)
         topic = await channel.get_exchange("amq.topic", ensure=False)
+        await topic.publish(aio_pika.Message(b"{}"), routing_key="alatau.air.x.errors")
         with pytest.raises(ChannelAccessRefused):
             await topic.publish(aio_pika.Message(b"x"), routing_key="alatau.air.x.telemetry")
     finally:

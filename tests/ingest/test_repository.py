@@ -36,7 +36,7 @@ async def store(pool: asyncpg.Pool, batch: list[tuple[object, ...]]) -> int:
     async with pool.acquire() as conn:
         await repository.prepare_connection(conn)
         async with conn.transaction():
-            return await repository.store_readings(conn, Kind.TRAFFIC, batch)
+            return (await repository.store_readings(conn, Kind.TRAFFIC, batch)).inserted
 
 
 async def test_new_rows_and_a_batch_with_stored_keys_each_store_only_what_is_new(

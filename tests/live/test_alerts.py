@@ -93,24 +93,67 @@ async def test_an_alert_opens_after_its_window_is_acknowledged_and_resolves(
         refused = await client.post(path, headers=bearer(reader_key))
         assert refused.status_code == 403
         assert refused.json()["error"] == "insufficient_role"
-        ack = await client.post(path, headers=bearer(operator))
+        note = "crew sent to the Growing depot"
+        ack = await client.post(path, headers=bearer(operator), json={"note": f"  {note} "})
         assert ack.status_code == 200, ack.text
         assert ack.json()["state"] == "acknowledged"
         assert ack.json()["acknowledged_by"] == "operator-aigerim"
         assert ack.json()["acknowledged_at"] is not None
+        assert ack.json()["note"] == note
         assert (await next_alert(feed, device))["state"] == "acknowledged"
         again = await client.post(path, headers=bearer(operator))
         assert again.status_code == 409
         assert again.json()["error"] == "alert_not_open"
 
-        # Back to normal: the evaluator resolves it.
+        # Back to normal: seen cleared at once, resolved only once it stays so for the window.
         await publish(settings, [(topic, air(0, 12.0)[1])])
+        cleared = await next_alert(feed, device)
+        assert (cleared["state"], cleared["resolution"]) == ("acknowledged", None)
+        assert cleared["cleared_at"] is not None
+        # The window (15 min) is what the evaluator waits for: move the clearing back by it.
+        await db_pool.execute(
+            "UPDATE alerts SET cleared_at = cleared_at - interval '15 minutes' WHERE alert_id = $1",
+            alert_id,
+        )
         resolved = await next_alert(feed, device)
         assert resolved["state"] == "resolved"
         assert resolved["resolved_at"] is not None
+        assert resolved["resolution"] == (
+            "resolved: pm2_5 has not been above 75 for 900 s (now 12)"
+        )
         history = await alerts_of(client, device)
     await feed.close()
-    assert [(a["alert_id"], a["state"]) for a in history] == [(alert_id, "resolved")]
+    assert [(a["alert_id"], a["state"], a["note"]) for a in history] == [
+        (alert_id, "resolved", note)
+    ]
+
+
+async def test_an_alert_whose_condition_returns_before_its_window_stays_unresolved(
+    settings: Settings,
+    db_pool: asyncpg.Pool,
+    ingest: RunningIngest,
+    live_url: str,
+    unique: str,
+    admin_headers: dict[str, str],
+) -> None:
+    device = f"smog-back-{unique}"
+    topic = telemetry_topic(Kind.AIR, device)
+    await register(db_pool, device, Kind.AIR, District.GREEN)
+    async with httpx.AsyncClient(base_url=live_url, headers=admin_headers) as client:
+        await publish(settings, [(topic, air(m, 150.0)[1]) for m in (30, 20, 10)])
+        [opened] = await eventually(lambda: alerts_of(client, device), bool)
+        await publish(settings, [(topic, air(5, 10.0)[1])])
+        await eventually(
+            lambda: alerts_of(client, device), lambda items: items[0]["cleared_at"] is not None
+        )
+        # Above again before the window passed: the clearing starts over.
+        await publish(settings, [(topic, air(2, 140.0)[1])])
+        items = await eventually(
+            lambda: alerts_of(client, device), lambda items: items[0]["cleared_at"] is None
+        )
+    assert [(a["alert_id"], a["state"], a["cleared_at"]) for a in items] == [
+        (opened["alert_id"], "open", None)
+    ]
 
 
 async def test_rules_are_managed_over_the_api_and_a_traffic_rule_fires(
@@ -196,9 +239,54 @@ async def test_last_will_offline_opens_an_offline_alert(
         assert items[0]["message"].startswith("no reading for 300 s")
         await publish(settings, [(status_topic(Kind.ENERGY, device), b"online")])
         items = await eventually(
+            lambda: alerts_of(client, device), lambda items: items[0]["cleared_at"] is not None
+        )
+        assert [a["state"] for a in items] == ["open"]
+        await db_pool.execute(
+            "UPDATE alerts SET cleared_at = cleared_at - interval '300 seconds'"
+            " WHERE alert_id = $1",
+            items[0]["alert_id"],
+        )
+        items = await eventually(
             lambda: alerts_of(client, device), lambda items: items[0]["state"] == "resolved"
         )
         assert [a["state"] for a in items] == ["resolved"]
+        assert items[0]["resolution"] == ("resolved: the device has been reporting again for 300 s")
+
+
+async def test_a_device_that_never_reports_is_offline_and_its_alert_ends_when_disabled(
+    db_pool: asyncpg.Pool, live_url: str, unique: str, admin_headers: dict[str, str]
+) -> None:
+    device = f"mute-{unique}"
+    async with httpx.AsyncClient(base_url=live_url, headers=admin_headers) as client:
+        created = await client.post(
+            "/api/v1/devices", json={"device_id": device, "kind": "air", "district": "gate"}
+        )
+        assert created.status_code == 201, created.text
+        # Commissioned ten minutes ago (the offline rule waits five), never heard from since.
+        await db_pool.execute(
+            "UPDATE devices SET created_at = now() - interval '10 minutes' WHERE device_id = $1",
+            device,
+        )
+        [opened] = await eventually(lambda: alerts_of(client, device), bool)
+        assert opened["rule_name"] == "Device offline for 5 minutes"
+        assert opened["message"] == "no reading since it was commissioned, over 300 s ago"
+        path = f"/api/v1/alerts/{opened['alert_id']}/acknowledge"
+        ack = await client.post(path, json={"note": "installer will check the mast"})
+        assert ack.status_code == 200, ack.text
+        # Disabled: its acknowledged alert is over, whatever its window.
+        assert (await client.delete(f"/api/v1/devices/{device}")).status_code == 200
+        items = await eventually(
+            lambda: alerts_of(client, device), lambda items: items[0]["state"] == "resolved"
+        )
+    assert [(a["alert_id"], a["state"], a["resolution"], a["note"]) for a in items] == [
+        (
+            opened["alert_id"],
+            "resolved",
+            "the device was disabled",
+            "installer will check the mast",
+        )
+    ]
 
 
 async def operator_key(pool: asyncpg.Pool, name: str) -> str:

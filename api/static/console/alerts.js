@@ -36,7 +36,20 @@ function stateCell(alert) {
       " ", raw(when(alert.acknowledged_at, "time"), "small"));
   }
   if (alert.note) parts.push(h("br"), raw(alert.note, "q", { class: "note", dataset: { field: "note" } }));
+  if (alert.state !== "resolved" && alert.cleared_at) {
+    parts.push(h("br"), h("small", { dataset: { field: "clearing" } },
+      t("alert.clearing", { time: when(alert.cleared_at, "time") })));
+  }
+  if (alert.state === "resolved" && alert.resolution) parts.push(h("br"), endedCell(alert));
   return h("td", {}, parts);
+}
+
+// How the alert ended, in the chosen language (the API's ``resolution`` is English).
+function endedCell(alert) {
+  const rule = rules.get(alert.rule_id);
+  const text = alert.resolution === "the device was disabled" ? t("alert.ended.disabled")
+    : rule ? t("alert.ended.cleared", { window: elapsed(rule.window_s) }) : alert.resolution;
+  return h("small", { dataset: { field: "ended" } }, text);
 }
 
 export function render(root) {

@@ -13,6 +13,7 @@ export const REASONS = [
   "batch_too_large", "invalid_topic", "unknown_field", "missing_field", "invalid_timestamp",
   "wrong_type", "out_of_range", "no_metrics", "future_timestamp", "too_old", "unknown_device",
   "device_disabled", "kind_mismatch", "invalid_status", "storage_error", "topic_denied",
+  "conflicting_duplicate",
 ];
 const SHORT = 120;
 

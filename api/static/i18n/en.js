@@ -268,6 +268,9 @@ export default {
   "alert.confirm": "Acknowledge",
   "alert.cancel": "Cancel",
   "alert.acknowledged": "Alert acknowledged.",
+  "alert.clearing": "cleared since {time}",
+  "alert.ended.cleared": "cleared for {window}, then resolved",
+  "alert.ended.disabled": "resolved: the device was disabled",
   "severity.info": "info",
   "severity.warning": "warning",
   "severity.critical": "critical",
@@ -349,4 +352,5 @@ export default {
   "reason.invalid_status": "status neither online nor offline",
   "reason.storage_error": "refused by the database",
   "reason.topic_denied": "broker refused a topic not its own",
+  "reason.conflicting_duplicate": "same ts as a stored reading, other values",
 };

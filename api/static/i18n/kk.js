@@ -268,6 +268,9 @@ export default {
   "alert.confirm": "Растау",
   "alert.cancel": "Болдырмау",
   "alert.acknowledged": "Дабыл расталды.",
+  "alert.clearing": "{time} бастап қалыпты",
+  "alert.ended.cleared": "{window} бойы қалыпты, содан кейін жабылды",
+  "alert.ended.disabled": "жабылды: құрылғы өшірілді",
   "severity.info": "ақпарат",
   "severity.warning": "ескерту",
   "severity.critical": "аса маңызды",
@@ -349,4 +352,5 @@ export default {
   "reason.invalid_status": "күйі online да, offline да емес",
   "reason.storage_error": "дерекқор қабылдамады",
   "reason.topic_denied": "брокер бөтен топикке тыйым салды",
+  "reason.conflicting_duplicate": "сақталған көрсеткішпен уақыты бірдей, мәндері басқа",
 };

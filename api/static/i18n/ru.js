@@ -268,6 +268,9 @@ export default {
   "alert.confirm": "Подтвердить",
   "alert.cancel": "Отмена",
   "alert.acknowledged": "Тревога подтверждена.",
+  "alert.clearing": "в норме с {time}",
+  "alert.ended.cleared": "в норме {window}, затем закрыта",
+  "alert.ended.disabled": "закрыта: устройство отключено",
   "severity.info": "информация",
   "severity.warning": "предупреждение",
   "severity.critical": "критично",
@@ -349,4 +352,5 @@ export default {
   "reason.invalid_status": "статус не online и не offline",
   "reason.storage_error": "отклонено базой данных",
   "reason.topic_denied": "брокер запретил чужой топик",
+  "reason.conflicting_duplicate": "то же время, что у сохранённого показания, другие значения",
 };
