@@ -34,12 +34,12 @@ from bench.harness import (
     login_url,
     percentile,
     private_services,
+    process_env,
     publish_all,
 )
 from core.config import Settings
 from core.mqtt import connect, make_client, publish_when_possible
 from devices.contract import Kind, telemetry_topic
-from stack.broker_auth import login_environment
 from stack.services import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -156,10 +156,9 @@ async def bare_subscribers(settings: Settings, lib: str, processes: int, reading
 
 
 async def ingest_drain(
-    services: BenchServices, pool: asyncpg.Pool, processes: int, scenario: Scenario
+    settings: Settings, pool: asyncpg.Pool, processes: int, scenario: Scenario
 ) -> tuple[float, float]:
     """Backlog first, ingest after: the drain rate, and the ingesters' peak RSS."""
-    settings = services.settings()
     group = f"ing{uuid.uuid4().hex[:6]}"
     envs = [ingest_env(settings, f"{group}-{n}", group) for n in range(processes)]
     # First start creates each persistent session and subscription; then the backlog queues.
@@ -177,8 +176,7 @@ async def ingest_drain(
     return rate, max(p.peak_rss_mib for p in ingesters)
 
 
-async def ingest_alongside(services: BenchServices, pool: asyncpg.Pool, readings: int) -> float:
-    settings = services.settings()
+async def ingest_alongside(settings: Settings, pool: asyncpg.Pool, readings: int) -> float:
     ingester = Process("ingest", env=ingest_env(settings, f"along-{uuid.uuid4().hex[:6]}"))
     try:
         await asyncio.sleep(2.5)
@@ -194,10 +192,9 @@ async def ingest_alongside(services: BenchServices, pool: asyncpg.Pool, readings
 
 
 async def latency_to_stored(
-    services: BenchServices, pool: asyncpg.Pool, rate: float, seconds: float
+    settings: Settings, pool: asyncpg.Pool, rate: float, seconds: float
 ) -> list[float]:
     """Publish at ``rate`` with ts = send time; a poller notes when each row becomes visible."""
-    settings = services.settings()
     ingester = Process("ingest", env=ingest_env(settings, f"lat-{uuid.uuid4().hex[:6]}"))
     latencies: list[float] = []
     try:
@@ -316,16 +313,11 @@ async def live_latency(services: BenchServices, pool: asyncpg.Pool, seconds: flo
     return latencies
 
 
-def start_api(settings: Settings) -> tuple[Process, int]:
-    """The api as a real process on a free port of the benchmark's services."""
-    port = free_port()
-    env = {
-        "DATABASE_URL": settings.database_url,
-        "MQTT_URL": settings.mqtt_url,
-        **login_environment(settings),
-        "ALATAU_API__PORT": str(port),
-        "ALATAU_LOG_LEVEL": "WARNING",
-    }
+def start_api(settings: Settings, port: int | None = None, **extra: str) -> tuple[Process, int]:
+    """The api as a real process on a free port (or ``port``) of the benchmark's services;
+    ``extra`` environment variables on top."""
+    port = port or free_port()
+    env = {**process_env(settings), "ALATAU_API__PORT": str(port), **extra}
     return Process("api", env=env), port
 
 
@@ -440,18 +432,18 @@ async def run(quick: bool) -> dict[str, Any]:
             rss = []
             for processes in (1, 2):
                 step(f"ingest x{processes}: drain {single:,} single-reading messages")
-                rate, peak = await ingest_drain(services, pool, processes, Scenario(single))
+                rate, peak = await ingest_drain(settings, pool, processes, Scenario(single))
                 figures[f"ingest_single_x{processes}"] = rate
                 rss.append(peak)
             step(f"ingest x1: drain {batched:,} readings in arrays of 100")
-            rate, peak = await ingest_drain(services, pool, 1, Scenario(batched, per_message=100))
+            rate, peak = await ingest_drain(settings, pool, 1, Scenario(batched, per_message=100))
             figures["ingest_batched_x1"] = rate
             rss.append(peak)
             step(f"ingest x1 with the publisher alongside: {single:,} messages")
-            figures["ingest_alongside_x1"] = await ingest_alongside(services, pool, single)
+            figures["ingest_alongside_x1"] = await ingest_alongside(settings, pool, single)
             half = figures["ingest_single_x1"] / 2
             step(f"latency publish -> stored at {half:,.0f} readings/s for 10 s")
-            latencies = await latency_to_stored(services, pool, half, 10)
+            latencies = await latency_to_stored(settings, pool, half, 10)
             figures["latency_rate"] = half
             figures["latency_p50_ms"] = percentile(latencies, 50) * 1000
             figures["latency_p99_ms"] = percentile(latencies, 99) * 1000
