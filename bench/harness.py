@@ -50,7 +50,11 @@ class BenchServices:
 
     def reader_headers(self) -> dict[str, str]:
         """An API key's header for the benchmark's clients (a reader: they only read)."""
-        body = ApiKeyCreate(name="bench", role=Role.READER)
+        return self.headers(Role.READER)
+
+    def headers(self, role: Role) -> dict[str, str]:
+        """A new API key of ``role``, as a request header."""
+        body = ApiKeyCreate(name=f"bench-{role.value}", role=role)
         issued = asyncio.run(issue_key_at(self.postgres.url, body))
         return {"Authorization": f"Bearer {issued.token}"}
 
@@ -115,8 +119,10 @@ class BenchEdge:
 
 
 @contextmanager
-def private_edge(folder: Path) -> Iterator[BenchEdge]:
-    """A city edge of the benchmark's own under ``folder``, stopped afterwards."""
+def private_edge() -> Iterator[BenchEdge]:
+    """A city edge of the benchmark's own, stopped and removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="alatau-bench-edge-"))
+    folder.chmod(0o755)
     token = uuid.uuid4().hex
     api_port = free_port()
     ports = [NodePorts(free_port(), free_port(), free_port(), free_port()) for _ in range(3)]
@@ -133,6 +139,7 @@ def private_edge(folder: Path) -> Iterator[BenchEdge]:
         yield BenchEdge(cluster, token, api_port)
     finally:
         cluster.stop()
+        remove_tree(folder)
 
 
 def rss_mib(pid: int | None) -> float:

@@ -88,6 +88,45 @@ class Scenario:
         return count
 
 
+async def register_bench_devices(pool: asyncpg.Pool) -> None:
+    """The devices every scenario's readings come from."""
+    await pool.executemany(
+        "INSERT INTO devices (device_id, kind, district) VALUES ($1, 'traffic', 'gate')",
+        [(f"bench-{n:04d}",) for n in range(DEVICES)],
+    )
+
+
+async def wait_consuming(settings: Settings, pool: asyncpg.Pool, timeout_s: float = 120) -> None:
+    """Until an ingester just started stores a probe reading: its session and subscription (or
+    its consumer of the queue) exist, so a backlog published now waits for it. A fixed pause
+    is not enough on a loaded machine, where a start can take longer than any guess."""
+    client = make_client(
+        settings.mqtt_as(settings.simulator), f"bench-probe-{uuid.uuid4().hex[:6]}"
+    )
+    await connect(client, settings.mqtt_as(settings.simulator))
+    # Older than every scenario's hour, so no count of theirs includes it.
+    ts = datetime.now(UTC) - timedelta(days=6, minutes=30, microseconds=uuid.uuid4().int % 10**9)
+    device_id = "bench-0000"
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            ts += timedelta(milliseconds=1)
+            payload = orjson.dumps({"ts": ts.isoformat(), "vehicle_count": 0})
+            await publish_when_possible(client, telemetry_topic(Kind.TRAFFIC, device_id), payload)
+            for _ in range(10):
+                await asyncio.sleep(0.1)
+                stored = await pool.fetchval(
+                    "SELECT count(*) FROM traffic_readings WHERE device_id = $1 AND ts = $2",
+                    device_id,
+                    ts,
+                )
+                if stored:
+                    return
+        raise TimeoutError(f"the ingester stored no probe within {timeout_s:.0f}s")
+    finally:
+        await client.disconnect()
+
+
 async def wait_stored(pool: asyncpg.Pool, scenario: Scenario, timeout_s: float = 300) -> float:
     """Readings per second from the first stored row to the last."""
     deadline = time.monotonic() + timeout_s
@@ -163,7 +202,7 @@ async def ingest_drain(
     envs = [ingest_env(settings, f"{group}-{n}", group) for n in range(processes)]
     # First start creates each persistent session and subscription; then the backlog queues.
     warm = [Process("ingest", env=env) for env in envs]
-    await asyncio.sleep(2.5)
+    await wait_consuming(settings, pool)
     for process in warm:
         process.stop()
     await publish_all(settings, scenario.messages())
@@ -179,7 +218,7 @@ async def ingest_drain(
 async def ingest_alongside(settings: Settings, pool: asyncpg.Pool, readings: int) -> float:
     ingester = Process("ingest", env=ingest_env(settings, f"along-{uuid.uuid4().hex[:6]}"))
     try:
-        await asyncio.sleep(2.5)
+        await wait_consuming(settings, pool)
         scenario = Scenario(readings)
         messages = scenario.messages()
         started = time.perf_counter()
@@ -198,7 +237,7 @@ async def latency_to_stored(
     ingester = Process("ingest", env=ingest_env(settings, f"lat-{uuid.uuid4().hex[:6]}"))
     latencies: list[float] = []
     try:
-        await asyncio.sleep(2.5)
+        await wait_consuming(settings, pool)
         client = make_client(
             settings.mqtt_as(settings.simulator), f"bench-lat-{uuid.uuid4().hex[:6]}"
         )
@@ -412,10 +451,7 @@ async def run(quick: bool) -> dict[str, Any]:
         settings = services.settings()
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
         try:
-            await pool.executemany(
-                "INSERT INTO devices (device_id, kind, district) VALUES ($1, 'traffic', 'gate')",
-                [(f"bench-{n:04d}",) for n in range(DEVICES)],
-            )
+            await register_bench_devices(pool)
             step("ceiling: bare COPY into traffic_readings")
             figures["copy"] = await bare_copy(pool, 200_000)
             for processes in (1, 2):
