@@ -224,7 +224,11 @@ class IngestService:
             received = sum(len(rows) for rows in rows_by_kind.values())
             stored: dict[Kind, int] = {}
             async with conn.transaction():
-                for kind, rows in rows_by_kind.items():
+                # Kinds in one order for every batch: two batches in flight that lock the same
+                # minutes' rollup_dirty rows kind by kind in different orders deadlock (seen
+                # with 300 devices of three kinds on the city edge).
+                for kind in sorted(rows_by_kind, key=lambda kind: kind.value):
+                    rows = rows_by_kind[kind]
                     stored[kind] = await repository.store_readings(conn, kind, rows)
                 if rejections:
                     await repository.store_rejections(conn, (r.record() for r in rejections))
