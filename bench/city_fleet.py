@@ -47,13 +47,25 @@ READINGS_SQL = (
 )
 
 
+async def _management(client: httpx.AsyncClient, path: str, default: Any) -> Any:
+    try:
+        response = await client.get(path)
+        response.raise_for_status()
+        return response.json()
+    except httpx.HTTPError:
+        return default
+
+
 async def sample(
     edge: BenchEdge, pool: asyncpg.Pool, management: httpx.AsyncClient, api: Process
 ) -> dict[str, Any]:
-    """One look at the whole city edge."""
-    overview = (await management.get("/overview")).json()
-    queue = (await management.get(f"/queues/%2F/{INGEST_QUEUE}")).json()
-    nodes = (await management.get("/nodes", params={"columns": "name,fd_used,sockets_used"})).json()
+    """One look at the whole city edge (the management API's figures are None when a loaded
+    node does not answer in time)."""
+    overview, queue, nodes = await asyncio.gather(
+        _management(management, "/overview", {}),
+        _management(management, f"/queues/%2F/{INGEST_QUEUE}", {}),
+        _management(management, "/nodes?columns=name,fd_used", []),
+    )
     return {
         "t": time.monotonic(),
         "stored": await pool.fetchval(READINGS_SQL),
@@ -172,10 +184,17 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="simulator worker processes")
     parser.add_argument("--ingest", type=int, default=1, help="ingest replicas")
     parser.add_argument("--seconds", type=float, default=60, help="steady state, all connected")
-    parser.add_argument("--connect-timeout", type=float, default=600)
+    parser.add_argument("--connect-timeout", type=float, default=1800)
     parser.add_argument("--every", type=float, default=5.0)
+    parser.add_argument(
+        "--statistics-interval-ms",
+        type=int,
+        default=5000,
+        help="the nodes' collect_statistics_interval (the management API's figures are this old)",
+    )
     args = parser.parse_args()
-    with private_services() as services, private_edge() as edge:
+    edge_context = private_edge(args.devices, statistics_interval_ms=args.statistics_interval_ms)
+    with private_services() as services, edge_context as edge:
         settings = edge.settings(services.postgres.url)
         result = uvloop.run(drive(args, services, edge, settings))
     devices = -(-args.devices // 3) * 3

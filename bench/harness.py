@@ -28,7 +28,7 @@ from core.mqtt import connect, make_client, publish_when_possible, wait_publishe
 from migrations.runner import migrate
 from stack.broker_auth import login_environment, with_identities
 from stack.rabbitmq import RabbitCluster
-from stack.rabbitmq_config import EdgeConfig, NodePorts
+from stack.rabbitmq_config import EdgeConfig, NodePorts, memory_watermark
 from stack.services import MosquittoBroker, PostgresCluster, free_port, remove_tree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,8 +119,9 @@ class BenchEdge:
 
 
 @contextmanager
-def private_edge() -> Iterator[BenchEdge]:
-    """A city edge of the benchmark's own, stopped and removed afterwards."""
+def private_edge(devices: int = 10_000, statistics_interval_ms: int = 1000) -> Iterator[BenchEdge]:
+    """A city edge of the benchmark's own with room for ``devices``, stopped and removed
+    afterwards."""
     folder = Path(tempfile.mkdtemp(prefix="alatau-bench-edge-"))
     folder.chmod(0o755)
     token = uuid.uuid4().hex
@@ -129,7 +130,8 @@ def private_edge() -> Iterator[BenchEdge]:
     config = EdgeConfig(
         auth_url=f"http://127.0.0.1:{api_port}/internal/broker/{token}",
         auth_cache_ttl_ms=EDGE_AUTH_CACHE_TTL_MS,
-        memory_high_watermark="2GiB",
+        memory_high_watermark=memory_watermark(devices, len(ports)),
+        statistics_interval_ms=statistics_interval_ms,
     )
     cluster = RabbitCluster(
         folder / "rabbitmq", ports, epmd_port=free_port(), config=config, name_prefix="alatau-bench"
