@@ -197,6 +197,11 @@ def main() -> None:
     with private_services() as services, edge_context as edge:
         settings = edge.settings(services.postgres.url)
         result = uvloop.run(drive(args, services, edge, settings))
+        # Written before the services stop: stopping thousands of connections takes a while.
+        write_result(args, result)
+
+
+def write_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
     devices = -(-args.devices // 3) * 3
     summary = steady(result["samples"], devices)
     console.log(json.dumps(summary))
