@@ -173,6 +173,9 @@ class Process:
             stdout=self._log or subprocess.PIPE,
             stderr=self._log,
             text=log is None,
+            # Its own process group, so a stop that has to kill also ends the processes it
+            # started (the simulator's workers outlived their killed parent).
+            start_new_session=True,
         )
         self.peak_rss_mib = 0.0
         self._sampler = threading.Thread(target=self._sample, daemon=True)
@@ -199,7 +202,7 @@ class Process:
             try:
                 self.popen.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.popen.kill()
+                os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait()
         if self._log is not None:
             self._log.close()
