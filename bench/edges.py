@@ -7,9 +7,9 @@ cluster), the ceiling of single readings; ingest's drain of single readings and 
 (the arrays' ceiling is a bare COPY, one for both); publish -> stored latency at half the edge's
 peak (the lower of its publish and drain rates); the broker's resident memory per connected
 device (simulated devices with Last Will and retained status, first, on a fresh broker); and
-commissioning
-through the api's bulk route: 100,000 devices on the city edge, and on Mosquitto as many as fit
-in a time budget (its dynamic-security store is rewritten after every command), extrapolated.
+commissioning through the api's bulk route: 100,000 devices on the city edge, and on Mosquitto
+as many as fit in a time budget (its dynamic-security store is rewritten after every command),
+extrapolated.
 Writes bench/results/edges.json and .md; ``--render`` prints them again.
 """
 
