@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: provision run run-cluster stop test test-clock-ahead lint typecheck check bench bench-ingest bench-aggregates
+.PHONY: provision run run-cluster stop test test-clock-ahead lint typecheck check bench bench-ingest bench-aggregates bench-edges
 
 provision:
 	@bash scripts/provision.sh
@@ -46,6 +46,11 @@ bench: provision
 # Only ingest's drain rates and their ceilings, in interleaved rounds (medians per figure).
 bench-ingest: provision
 	@$(PY) -m bench.ingest --rounds 3
+
+# Both edges side by side, Mosquitto and a private 3-node RabbitMQ cluster: about a quarter of
+# an hour on two cores.
+bench-edges: provision
+	@$(PY) -m bench.edges
 
 # A year of data for 1,000 devices: about a quarter of an hour on two cores.
 bench-aggregates: provision

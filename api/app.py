@@ -13,9 +13,10 @@ import asyncpg
 import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from api import docs, routes
 from api.alerts import routes as alert_routes
@@ -144,6 +145,14 @@ async def _unstorable_value(_: Request, exc: Exception) -> JSONResponse:
     return _error(422, "invalid_value", f"a value cannot be stored: {str(exc)[:200]}")
 
 
+async def _client_gone(_: Request, exc: Exception) -> Response:
+    # The caller stopped waiting before its body arrived: under load, the broker's HTTP auth
+    # backend after its timeout. Nobody reads the answer, and a traceback per request (one
+    # per abandoned login) only added to the load that caused it.
+    log.info("client gone before its request was read", error=repr(exc))
+    return Response(status_code=499)
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     # Starlette re-raises after this response, so the server logs the traceback once.
     log.error("unhandled error", error=repr(exc))
@@ -182,6 +191,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Only the database is awaited with a deadline in a request: a timeout is a slow query.
     app.add_exception_handler(TimeoutError, _database_timeout)
     app.add_exception_handler(asyncpg.DataError, _unstorable_value)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(docs.router)
     app.include_router(routes.public)

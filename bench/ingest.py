@@ -11,7 +11,6 @@ draining single readings (py-spy must be installed).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import subprocess
@@ -23,7 +22,15 @@ import asyncpg
 import uvloop
 
 from bench.harness import Process, ingest_env, median, private_services, publish_all
-from bench.pipeline import DEVICES, Scenario, bare_copy, bare_subscribers, step, wait_stored
+from bench.pipeline import (
+    Scenario,
+    bare_copy,
+    bare_subscribers,
+    register_bench_devices,
+    step,
+    wait_consuming,
+    wait_stored,
+)
 
 
 def start_py_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
@@ -45,7 +52,7 @@ async def profiled_drain(
     group = f"ing{uuid.uuid4().hex[:6]}"
     env = ingest_env(settings, f"{group}-0", group)
     warm = Process("ingest", env=env)
-    await asyncio.sleep(2.5)
+    await wait_consuming(settings, pool)
     warm.stop()
     await publish_all(settings, scenario.messages())
     ingester = Process("ingest", env=env)
@@ -69,10 +76,7 @@ async def run(rounds: int, single: int, batched: int, profile: Path | None) -> d
         settings = services.settings()
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
         try:
-            await pool.executemany(
-                "INSERT INTO devices (device_id, kind, district) VALUES ($1, 'traffic', 'gate')",
-                [(f"bench-{n:04d}",) for n in range(DEVICES)],
-            )
+            await register_bench_devices(pool)
             for n in range(rounds):
                 step(f"round {n + 1} of {rounds}")
                 figures = {

@@ -34,12 +34,12 @@ from bench.harness import (
     login_url,
     percentile,
     private_services,
+    process_env,
     publish_all,
 )
 from core.config import Settings
 from core.mqtt import connect, make_client, publish_when_possible
 from devices.contract import Kind, telemetry_topic
-from stack.broker_auth import login_environment
 from stack.services import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -86,6 +86,45 @@ class Scenario:
             self.base + timedelta(hours=1),
         )
         return count
+
+
+async def register_bench_devices(pool: asyncpg.Pool) -> None:
+    """The devices every scenario's readings come from."""
+    await pool.executemany(
+        "INSERT INTO devices (device_id, kind, district) VALUES ($1, 'traffic', 'gate')",
+        [(f"bench-{n:04d}",) for n in range(DEVICES)],
+    )
+
+
+async def wait_consuming(settings: Settings, pool: asyncpg.Pool, timeout_s: float = 120) -> None:
+    """Until an ingester just started stores a probe reading: its session and subscription (or
+    its consumer of the queue) exist, so a backlog published now waits for it. A fixed pause
+    is not enough on a loaded machine, where a start can take longer than any guess."""
+    client = make_client(
+        settings.mqtt_as(settings.simulator), f"bench-probe-{uuid.uuid4().hex[:6]}"
+    )
+    await connect(client, settings.mqtt_as(settings.simulator))
+    # Older than every scenario's hour, so no count of theirs includes it.
+    ts = datetime.now(UTC) - timedelta(days=6, minutes=30, microseconds=uuid.uuid4().int % 10**9)
+    device_id = "bench-0000"
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            ts += timedelta(milliseconds=1)
+            payload = orjson.dumps({"ts": ts.isoformat(), "vehicle_count": 0})
+            await publish_when_possible(client, telemetry_topic(Kind.TRAFFIC, device_id), payload)
+            for _ in range(10):
+                await asyncio.sleep(0.1)
+                stored = await pool.fetchval(
+                    "SELECT count(*) FROM traffic_readings WHERE device_id = $1 AND ts = $2",
+                    device_id,
+                    ts,
+                )
+                if stored:
+                    return
+        raise TimeoutError(f"the ingester stored no probe within {timeout_s:.0f}s")
+    finally:
+        await client.disconnect()
 
 
 async def wait_stored(pool: asyncpg.Pool, scenario: Scenario, timeout_s: float = 300) -> float:
@@ -156,15 +195,14 @@ async def bare_subscribers(settings: Settings, lib: str, processes: int, reading
 
 
 async def ingest_drain(
-    services: BenchServices, pool: asyncpg.Pool, processes: int, scenario: Scenario
+    settings: Settings, pool: asyncpg.Pool, processes: int, scenario: Scenario
 ) -> tuple[float, float]:
     """Backlog first, ingest after: the drain rate, and the ingesters' peak RSS."""
-    settings = services.settings()
     group = f"ing{uuid.uuid4().hex[:6]}"
     envs = [ingest_env(settings, f"{group}-{n}", group) for n in range(processes)]
     # First start creates each persistent session and subscription; then the backlog queues.
     warm = [Process("ingest", env=env) for env in envs]
-    await asyncio.sleep(2.5)
+    await wait_consuming(settings, pool)
     for process in warm:
         process.stop()
     await publish_all(settings, scenario.messages())
@@ -177,11 +215,10 @@ async def ingest_drain(
     return rate, max(p.peak_rss_mib for p in ingesters)
 
 
-async def ingest_alongside(services: BenchServices, pool: asyncpg.Pool, readings: int) -> float:
-    settings = services.settings()
+async def ingest_alongside(settings: Settings, pool: asyncpg.Pool, readings: int) -> float:
     ingester = Process("ingest", env=ingest_env(settings, f"along-{uuid.uuid4().hex[:6]}"))
     try:
-        await asyncio.sleep(2.5)
+        await wait_consuming(settings, pool)
         scenario = Scenario(readings)
         messages = scenario.messages()
         started = time.perf_counter()
@@ -194,14 +231,13 @@ async def ingest_alongside(services: BenchServices, pool: asyncpg.Pool, readings
 
 
 async def latency_to_stored(
-    services: BenchServices, pool: asyncpg.Pool, rate: float, seconds: float
+    settings: Settings, pool: asyncpg.Pool, rate: float, seconds: float
 ) -> list[float]:
     """Publish at ``rate`` with ts = send time; a poller notes when each row becomes visible."""
-    settings = services.settings()
     ingester = Process("ingest", env=ingest_env(settings, f"lat-{uuid.uuid4().hex[:6]}"))
     latencies: list[float] = []
     try:
-        await asyncio.sleep(2.5)
+        await wait_consuming(settings, pool)
         client = make_client(
             settings.mqtt_as(settings.simulator), f"bench-lat-{uuid.uuid4().hex[:6]}"
         )
@@ -316,16 +352,11 @@ async def live_latency(services: BenchServices, pool: asyncpg.Pool, seconds: flo
     return latencies
 
 
-def start_api(settings: Settings) -> tuple[Process, int]:
-    """The api as a real process on a free port of the benchmark's services."""
-    port = free_port()
-    env = {
-        "DATABASE_URL": settings.database_url,
-        "MQTT_URL": settings.mqtt_url,
-        **login_environment(settings),
-        "ALATAU_API__PORT": str(port),
-        "ALATAU_LOG_LEVEL": "WARNING",
-    }
+def start_api(settings: Settings, port: int | None = None, **extra: str) -> tuple[Process, int]:
+    """The api as a real process on a free port (or ``port``) of the benchmark's services;
+    ``extra`` environment variables on top."""
+    port = port or free_port()
+    env = {**process_env(settings), "ALATAU_API__PORT": str(port), **extra}
     return Process("api", env=env), port
 
 
@@ -420,10 +451,7 @@ async def run(quick: bool) -> dict[str, Any]:
         settings = services.settings()
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
         try:
-            await pool.executemany(
-                "INSERT INTO devices (device_id, kind, district) VALUES ($1, 'traffic', 'gate')",
-                [(f"bench-{n:04d}",) for n in range(DEVICES)],
-            )
+            await register_bench_devices(pool)
             step("ceiling: bare COPY into traffic_readings")
             figures["copy"] = await bare_copy(pool, 200_000)
             for processes in (1, 2):
@@ -440,18 +468,18 @@ async def run(quick: bool) -> dict[str, Any]:
             rss = []
             for processes in (1, 2):
                 step(f"ingest x{processes}: drain {single:,} single-reading messages")
-                rate, peak = await ingest_drain(services, pool, processes, Scenario(single))
+                rate, peak = await ingest_drain(settings, pool, processes, Scenario(single))
                 figures[f"ingest_single_x{processes}"] = rate
                 rss.append(peak)
             step(f"ingest x1: drain {batched:,} readings in arrays of 100")
-            rate, peak = await ingest_drain(services, pool, 1, Scenario(batched, per_message=100))
+            rate, peak = await ingest_drain(settings, pool, 1, Scenario(batched, per_message=100))
             figures["ingest_batched_x1"] = rate
             rss.append(peak)
             step(f"ingest x1 with the publisher alongside: {single:,} messages")
-            figures["ingest_alongside_x1"] = await ingest_alongside(services, pool, single)
+            figures["ingest_alongside_x1"] = await ingest_alongside(settings, pool, single)
             half = figures["ingest_single_x1"] / 2
             step(f"latency publish -> stored at {half:,.0f} readings/s for 10 s")
-            latencies = await latency_to_stored(services, pool, half, 10)
+            latencies = await latency_to_stored(settings, pool, half, 10)
             figures["latency_rate"] = half
             figures["latency_p50_ms"] = percentile(latencies, 50) * 1000
             figures["latency_p99_ms"] = percentile(latencies, 99) * 1000

@@ -1,5 +1,6 @@
 """A bare subscriber: receives and acknowledges at QoS 1 and does nothing else. Its drain rate of
-a backlog is the ceiling ingest is measured against, for gmqtt (ours) and paho-mqtt.
+a backlog is the ceiling ingest is measured against, for gmqtt (ours) and paho-mqtt; on the city
+edge (``--lib amqp``) a bare AMQP consumer of the quorum queue, acknowledging as ingest does.
 
 ``python -m bench.subscriber --lib gmqtt --client-id X --share-group G --count N`` prints JSON.
 With ``--prepare`` it only creates the persistent session and subscription, so a backlog can
@@ -166,16 +167,61 @@ def paho_drain(url: str, client_id: str, group: str, count: int, prepare: bool) 
     return {"received": received, "first": first, "last": last}
 
 
+# Ingest's own bounds on the city edge: EdgeSettings.prefetch, and an acknowledgement with
+# ``multiple`` per committed batch.
+AMQP_PREFETCH = 10_000
+AMQP_ACK_EVERY = 1_000
+
+
+async def amqp_drain(url: str, queue: str, count: int) -> dict[str, Any]:
+    """Consume ``count`` deliveries of ``queue`` with ingest's prefetch, acknowledging them with
+    ``multiple`` every thousand, as ingest does after each batch."""
+    import aiormq
+    from aiormq.abc import DeliveredMessage
+
+    received = 0
+    first = last = 0.0
+    done = asyncio.Event()
+    connection = aiormq.Connection(url)
+    await connection.connect()
+    channel = await connection.channel()
+    await channel.basic_qos(prefetch_count=AMQP_PREFETCH)
+
+    async def on_message(message: DeliveredMessage) -> None:
+        nonlocal received, first, last
+        received += 1
+        last = time.time()
+        if received == 1:
+            first = last
+        if message.delivery_tag is not None and (
+            received % AMQP_ACK_EVERY == 0 or received >= count
+        ):
+            await channel.basic_ack(message.delivery_tag, multiple=True)
+        if received >= count:
+            done.set()
+
+    await channel.basic_consume(queue, on_message)
+    while not done.is_set():
+        await asyncio.sleep(0.1)
+        if received and time.time() - last > IDLE_S:
+            break
+    await connection.close()
+    return {"received": received, "first": first, "last": last}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--lib", choices=["gmqtt", "gmqtt-bulk", "paho"], required=True)
+    parser.add_argument("--lib", choices=["gmqtt", "gmqtt-bulk", "paho", "amqp"], required=True)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--client-id", required=True)
-    parser.add_argument("--share-group", required=True)
+    parser.add_argument("--client-id", default="bench-bare")
+    parser.add_argument("--share-group", default="bare")
+    parser.add_argument("--queue", default="alatau.ingest", help="the queue --lib amqp consumes")
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--prepare", action="store_true")
     args = parser.parse_args()
-    if args.lib == "gmqtt":
+    if args.lib == "amqp":
+        result = uvloop.run(amqp_drain(args.url, args.queue, args.count))
+    elif args.lib == "gmqtt":
         result = uvloop.run(
             gmqtt_drain(args.url, args.client_id, args.share_group, args.count, args.prepare)
         )

@@ -1,7 +1,8 @@
 """Registers simulated devices through the API, as an operator would, before they publish.
 
 Registration issues each device's broker login, so simulated devices log in as themselves, like
-real ones. A device registered earlier gets a fresh login (the API shows a password only once).
+real ones. Devices go in commissioning lists (``POST /devices/bulk``); one registered earlier gets
+a fresh login (the API shows a password only once).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Any, Final
 import httpx
 import structlog
 
+from devices.bulk import MAX_BULK_DEVICES
 from devices.schemas import MqttLogin
 from simulators.schemas import SimDevice
 
 log = structlog.get_logger(__name__)
 
-DEVICES_PATH: Final = "/api/v1/devices"
+BULK_PATH: Final = "/api/v1/devices/bulk"
 CREDENTIALS_PATH: Final = "/api/v1/devices/{device_id}/credentials"
 DEFAULT_CONCURRENCY: Final = 20
 
@@ -37,7 +39,8 @@ class RegistrationResult:
 
 
 class _Registrar:
-    """Registers devices one request at a time each, ``concurrency`` at once."""
+    """Registers devices a commissioning list at a time; a device already registered gets a
+    new login, ``concurrency`` such requests at once."""
 
     def __init__(
         self,
@@ -54,38 +57,42 @@ class _Registrar:
         self.existing = 0
         self.logins: dict[str, MqttLogin] = {}
 
-    async def _post(self, device: SimDevice, path: str, body: Any) -> httpx.Response:
+    async def _post(self, what: str, path: str, body: Any, **params: str) -> httpx.Response:
         try:
-            return await self._client.post(path, json=body)
+            return await self._client.post(path, json=body, params=params)
         except httpx.HTTPError as exc:
             raise RegistrationError(
-                f"could not register {device.device_id} at {self._api_url}: {exc!r}"
+                f"could not register {what} at {self._api_url}: {exc!r}"
             ) from exc
 
     @staticmethod
-    def _failed(device: SimDevice, response: httpx.Response) -> RegistrationError:
+    def _failed(what: str, response: httpx.Response) -> RegistrationError:
         return RegistrationError(
-            f"registering {device.device_id} failed: HTTP {response.status_code} "
-            f"{response.text[:300]}"
+            f"registering {what} failed: HTTP {response.status_code} {response.text[:300]}"
         )
 
-    async def register(self, device: SimDevice) -> None:
+    async def register(self, devices: Sequence[SimDevice]) -> list[str]:
+        """Commission ``devices`` in one request; returns the ids that were already there."""
+        what = f"{devices[0].device_id}..{devices[-1].device_id}"
+        body = [device.registration(self._metadata.get(device.device_id)) for device in devices]
+        response = await self._post(what, BULK_PATH, body, skip_existing="true")
+        if response.status_code != HTTPStatus.CREATED:
+            raise self._failed(what, response)
+        answer = response.json()
+        for created in answer["created"]:
+            self.logins[created["device_id"]] = MqttLogin.model_validate(created["mqtt"])
+        self.created += len(answer["created"])
+        skipped: list[str] = answer["skipped"]
+        return skipped
+
+    async def rotate(self, device_id: str) -> None:
         async with self._limit:
-            body = device.registration(self._metadata.get(device.device_id))
-            response = await self._post(device, DEVICES_PATH, body)
-            if response.status_code == HTTPStatus.CONFLICT:
-                self.existing += 1
-                path = CREDENTIALS_PATH.format(device_id=device.device_id)
-                response = await self._post(device, path, None)
-                if response.status_code != HTTPStatus.OK:
-                    raise self._failed(device, response)
-                login = response.json()
-            elif response.status_code == HTTPStatus.CREATED:
-                self.created += 1
-                login = response.json()["mqtt"]
-            else:
-                raise self._failed(device, response)
-        self.logins[device.device_id] = MqttLogin.model_validate(login)
+            path = CREDENTIALS_PATH.format(device_id=device_id)
+            response = await self._post(device_id, path, None)
+            if response.status_code != HTTPStatus.OK:
+                raise self._failed(device_id, response)
+        self.existing += 1
+        self.logins[device_id] = MqttLogin.model_validate(response.json())
 
 
 async def register_devices(
@@ -94,16 +101,18 @@ async def register_devices(
     *,
     api_key: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
-    timeout_s: float = 10.0,
+    batch: int = MAX_BULK_DEVICES,
+    timeout_s: float = 120.0,
     transport: httpx.AsyncBaseTransport | None = None,
     metadata: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RegistrationResult:
-    """``POST /api/v1/devices`` for every device, ``concurrency`` at a time, with
-    ``metadata[device_id]`` in its metadata: 201 created and 409 already registered are both
-    fine (the latter then gets a new login from ``POST .../credentials``; its metadata stays
-    as registered); any other answer raises ``RegistrationError``."""
-    if concurrency < 1:
-        raise ValueError("concurrency must be >= 1")
+    """``POST /api/v1/devices/bulk?skip_existing=true`` for ``batch`` devices at a time (10,000
+    devices one request each took minutes), with ``metadata[device_id]`` in each one's metadata;
+    a device already registered then gets a new login from ``POST .../credentials`` (its metadata
+    stays as registered), ``concurrency`` at a time. Any other answer raises
+    ``RegistrationError``."""
+    if concurrency < 1 or batch < 1:
+        raise ValueError("concurrency and batch must be >= 1")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     async with httpx.AsyncClient(
         base_url=api_url.rstrip("/"),
@@ -113,16 +122,19 @@ async def register_devices(
         limits=httpx.Limits(max_connections=concurrency),
     ) as client:
         registrar = _Registrar(client, api_url, concurrency, metadata or {})
+        existing: list[str] = []
+        for first in range(0, len(devices), batch):
+            existing += await registrar.register(devices[first : first + batch])
         try:
             async with asyncio.TaskGroup() as group:
-                for device in devices:
-                    group.create_task(registrar.register(device))
+                for device_id in existing:
+                    group.create_task(registrar.rotate(device_id))
         except* RegistrationError as failures:
-            first = failures.exceptions[0]
+            first_failure = failures.exceptions[0]
             raise RegistrationError(
                 f"device registration stopped after {len(failures.exceptions)} failure(s); "
-                f"first: {first}"
-            ) from first
+                f"first: {first_failure}"
+            ) from first_failure
     log.info("devices registered", created=registrar.created, existing=registrar.existing)
     return RegistrationResult(
         created=registrar.created, existing=registrar.existing, logins=registrar.logins

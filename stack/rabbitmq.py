@@ -54,6 +54,13 @@ def fixed_ports(nodes: int = 3) -> list[NodePorts]:
     ]
 
 
+def _all_files_allowed() -> list[str]:
+    """A prefix that lifts a node's soft open-file limit to its hard one: every MQTT connection
+    holds a descriptor, and ``runuser`` (PAM) starts the broker's user at a soft limit of
+    1,024, which caps a node near a thousand devices (beyond, it refuses connections)."""
+    return ["sh", "-c", 'ulimit -n "$(ulimit -Hn)" && exec "$@"', "rabbitmq-server"]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -248,7 +255,7 @@ class RabbitCluster:
         paths.pid_file.unlink(missing_ok=True)
         with paths.console_log.open("ab") as console:
             self._processes[i] = subprocess.Popen(
-                self._command(i, [str(RABBITMQ_BIN / "rabbitmq-server")]),
+                self._command(i, [*_all_files_allowed(), str(RABBITMQ_BIN / "rabbitmq-server")]),
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
@@ -411,10 +418,20 @@ class RabbitCluster:
         self._wait_listening(i)
         self._wait_running([i])
 
+    def _stop_node(self, i: int) -> None:
+        """SIGTERM, and SIGKILL if the node is still closing connections a minute later (with
+        thousands of devices on a loaded machine it can take longer; the queue's data is safe
+        on disk either way)."""
+        try:
+            self.kill_node(i, signal.SIGTERM)
+        except ServiceError:
+            log.warning("rabbitmq node did not stop in time; killing it", node=i)
+            self.kill_node(i)
+
     def stop(self) -> None:
         """Stop every node cleanly (SIGTERM, in parallel), then the cluster's epmd."""
         with ThreadPoolExecutor(len(self.nodes)) as pool:
-            list(pool.map(lambda i: self.kill_node(i, signal.SIGTERM), self.nodes))
+            list(pool.map(self._stop_node, self.nodes))
         for process in self._processes.values():
             process.wait(timeout=30)
         self._processes.clear()

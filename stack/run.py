@@ -26,8 +26,8 @@ from core.db import create_pool
 from core.logging import configure_logging
 from migrations.runner import migrate
 from stack.broker_auth import login_environment, with_identities
-from stack.rabbitmq import RabbitCluster, local_edge
-from stack.rabbitmq_config import EdgeConfig
+from stack.rabbitmq import RabbitCluster, fixed_ports, local_edge
+from stack.rabbitmq_config import EdgeConfig, memory_watermark
 from stack.services import MosquittoBroker, PostgresCluster, ServiceError, port_open
 from stack.supervisor import StopSignals, Supervisor
 from stack.tls import make_certificates
@@ -49,16 +49,19 @@ EDGE_TOKEN_PATH = EDGE_DIR / "auth-token"
 EDGE_CACHE_TTL_MS = 15_000
 
 
-def local_edge_cluster(api_url: str) -> RabbitCluster:
+def local_edge_cluster(api_url: str, devices: int = 0) -> RabbitCluster:
     """The private city edge: its login checks go to the api's internal endpoints, behind a
-    token made once and kept beside the cluster's data."""
+    token made once and kept beside the cluster's data; each node's memory limit has room for
+    its share of ``devices``."""
     EDGE_DIR.mkdir(parents=True, exist_ok=True)
     if not EDGE_TOKEN_PATH.exists():
         EDGE_TOKEN_PATH.write_text(secrets.token_urlsafe(24) + "\n")
         EDGE_TOKEN_PATH.chmod(0o600)
     token = EDGE_TOKEN_PATH.read_text().strip()
     config = EdgeConfig(
-        auth_url=f"{api_url}/internal/broker/{token}", auth_cache_ttl_ms=EDGE_CACHE_TTL_MS
+        auth_url=f"{api_url}/internal/broker/{token}",
+        auth_cache_ttl_ms=EDGE_CACHE_TTL_MS,
+        memory_high_watermark=memory_watermark(devices, len(fixed_ports())),
     )
     return local_edge(EDGE_DIR, config)
 
@@ -130,7 +133,7 @@ class Stack:
             self.env.setdefault("ALATAU_DEVICE_CONNECT__CA_FILE", str(DATA_DIR / "tls" / "ca.crt"))
 
     def _start_cluster(self) -> None:
-        cluster = local_edge_cluster(self.api_url)
+        cluster = local_edge_cluster(self.api_url, self.devices_per_kind * 3)
         was_running = cluster.running()
         if not was_running:
             say("starting the city edge: 3 RabbitMQ nodes (a minute the first time)")

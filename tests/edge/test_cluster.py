@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import httpx
 
@@ -67,3 +68,25 @@ def test_declaring_the_topology_again_changes_nothing(
     declare_topology(admin, "/", edge.passwords(), len(edge.nodes), edge.config.ingest_max_length)
     assert admin.get(f"/queues/%2F/{INGEST_QUEUE}/bindings").json() == before
     assert sorted(quorum_members(admin, "/", INGEST_QUEUE)["online"]) == edge.running_nodes()
+
+
+def _open_files_limits(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError(f"no open-files limit for {pid}")
+
+
+def test_every_node_may_open_as_many_files_as_its_hard_limit(edge: RabbitCluster) -> None:
+    """A descriptor per device connection: started through runuser a node had a soft limit of
+    1,024 and refused devices beyond about a thousand."""
+    for i in edge.nodes:
+        pid = edge.node_pid(i)
+        assert pid is not None
+        soft, hard = _open_files_limits(pid)
+        assert soft == hard, f"node {i}: soft {soft}, hard {hard}"
+        # What RabbitMQ itself counts on (file_descriptors.total), not only the kernel's view.
+        with edge.admin_client(i) as client:
+            node = client.get(f"/nodes/{edge.node_name(i)}").json()
+        assert node["fd_total"] == soft

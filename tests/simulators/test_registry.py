@@ -23,13 +23,14 @@ def login(device_id: str, password: str) -> dict[str, str]:
 
 
 class FakeApi:
-    """Answers ``POST /api/v1/devices`` and ``POST .../credentials`` like the registry, with
-    each device's login, counting concurrent requests."""
+    """Answers ``POST /api/v1/devices/bulk?skip_existing=true`` and ``POST .../credentials``
+    like the registry, with each device's login, counting concurrent requests."""
 
     def __init__(self, existing: set[str] | None = None, fail: str | None = None) -> None:
         self.existing = existing or set()
         self.fail = fail
         self.bodies: list[dict[str, Any]] = []
+        self.lists: list[int] = []
         self.rotated: list[str] = []
         self.headers: list[httpx.Headers] = []
         self.in_flight = 0
@@ -47,26 +48,38 @@ class FakeApi:
             if rotate:
                 self.rotated.append(rotate[1])
                 return httpx.Response(200, json=login(rotate[1], "rotated"))
-            assert request.url.path == "/api/v1/devices"
-            body = json.loads(request.content)
-            self.bodies.append(body)
-            if body["device_id"] == self.fail:
-                return httpx.Response(422, json={"error": "validation", "detail": "nope"})
-            if body["device_id"] in self.existing:
-                return httpx.Response(409, json={"error": "conflict", "detail": "exists"})
-            self.existing.add(body["device_id"])
-            return httpx.Response(201, json={**body, "mqtt": login(body["device_id"], "new")})
+            assert request.url.path == "/api/v1/devices/bulk"
+            assert request.url.params["skip_existing"] == "true"
+            return self._bulk(json.loads(request.content))
         finally:
             self.in_flight -= 1
+
+    def _bulk(self, bodies: list[dict[str, Any]]) -> httpx.Response:
+        self.lists.append(len(bodies))
+        self.bodies += bodies
+        for row, body in enumerate(bodies, start=1):
+            if body["device_id"] == self.fail:
+                detail = [{"row": row, "field": "device_id", "message": f"{self.fail} is bad"}]
+                return httpx.Response(422, json={"error": "validation", "detail": detail})
+        skipped = [body["device_id"] for body in bodies if body["device_id"] in self.existing]
+        created = [
+            {**body, "mqtt": login(body["device_id"], "new")}
+            for body in bodies
+            if body["device_id"] not in self.existing
+        ]
+        self.existing |= {body["device_id"] for body in bodies}
+        return httpx.Response(201, json={"created": created, "skipped": skipped})
 
 
 async def test_every_device_is_posted_with_its_kind_district_and_location() -> None:
     fleet = build_fleet(10, seed=1)
     api = FakeApi(existing={fleet[0].device_id, fleet[1].device_id})
     result = await register_devices(
-        "http://api.test/", fleet, concurrency=5, transport=httpx.MockTransport(api)
+        "http://api.test/", fleet, concurrency=5, batch=12, transport=httpx.MockTransport(api)
     )
     assert (result.created, result.existing) == (28, 2)
+    # Commissioning lists of at most ``batch`` devices, every device in exactly one.
+    assert api.lists == [12, 12, 6]
     # Every device gets a login: new ones from the registration, existing ones a rotated one.
     assert sorted(api.rotated) == sorted([fleet[0].device_id, fleet[1].device_id])
     assert result.logins[fleet[0].device_id].password == f"rotated-{fleet[0].device_id}"
@@ -81,6 +94,17 @@ async def test_every_device_is_posted_with_its_kind_district_and_location() -> N
         "location": {"lat": fleet[2].lat, "lon": fleet[2].lon},
         "metadata": {"simulated": True},
     }
+    assert api.max_in_flight <= 5
+
+
+async def test_rotations_run_concurrently_within_the_limit() -> None:
+    fleet = build_fleet(10, seed=1)
+    api = FakeApi(existing={device.device_id for device in fleet})
+    result = await register_devices(
+        "http://api.test/", fleet, concurrency=5, transport=httpx.MockTransport(api)
+    )
+    assert (result.created, result.existing) == (0, 30)
+    assert sorted(api.rotated) == sorted(device.device_id for device in fleet)
     assert 1 < api.max_in_flight <= 5
 
 
@@ -107,7 +131,7 @@ async def test_an_api_key_is_sent_as_a_bearer_token() -> None:
 async def test_any_other_answer_is_an_error() -> None:
     fleet = build_fleet(4, seed=1)
     api = FakeApi(fail=fleet[5].device_id)
-    with pytest.raises(RegistrationError, match=rf"{fleet[5].device_id}.*HTTP 422"):
+    with pytest.raises(RegistrationError, match=rf"HTTP 422.*{fleet[5].device_id}"):
         await register_devices("http://api.test", fleet, transport=httpx.MockTransport(api))
 
 
