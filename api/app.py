@@ -48,23 +48,38 @@ _HTTP_CODES: Final = {
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Open the database pool for the app's lifetime; close it, forcibly if it will not drain."""
+    """Open the database pools for the app's lifetime (the primary's, and the read replica's when
+    ``DATABASE_READ_URL`` is set); close them, forcibly if they will not drain."""
     settings: Settings = app.state.settings
     pool = await create_pool(settings, "api")
-    app.state.pool = pool
-    app.state.key_checker = KeyChecker(pool)
-    app.state.topic_refusals = TopicRefusals()
-    log.info("api started", environment=settings.environment, edge=settings.edge.broker)
+    replica: asyncpg.Pool | None = None
     try:
-        async with _edge(app, settings), realtime(app, settings, pool):
+        if settings.database_read_url is not None:
+            replica = await create_pool(settings, "api-read", url=settings.database_read_url)
+        app.state.pool, app.state.read_pool = pool, replica
+        app.state.key_checker = KeyChecker(pool, replica=replica)
+        app.state.topic_refusals = TopicRefusals()
+        log.info(
+            "api started",
+            environment=settings.environment,
+            edge=settings.edge.broker,
+            read_replica=replica is not None,
+        )
+        async with _edge(app, settings), realtime(app, settings, pool, replica or pool):
             yield
     finally:
-        try:
-            await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("database pool did not drain; terminating its connections")
-            pool.terminate()
+        for each in (replica, pool):
+            if each is not None:
+                await _close(each)
         log.info("api stopped")
+
+
+async def _close(pool: asyncpg.Pool) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("database pool did not drain; terminating its connections")
+        pool.terminate()
 
 
 @asynccontextmanager

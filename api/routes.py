@@ -19,6 +19,8 @@ from api.dependencies import (
     LoginsDep,
     ManagementDep,
     PoolDep,
+    ReadPoolDep,
+    ReplicaDep,
     SettingsDep,
     TimeRangeDep,
 )
@@ -74,10 +76,15 @@ operations = APIRouter()
     tags=["health"],
     responses={503: {"model": ErrorBody, "description": "database unreachable"}},
 )
-async def health(pool: PoolDep, settings: SettingsDep, management: ManagementDep) -> Health:
-    """Whether the API can reach the database, its TimescaleDB version, and on the city edge
-    the ingest queue's backlog and each ingest replica's unacknowledged deliveries."""
-    return await service.health(pool, settings.edge.broker, management, settings.edge.queue)
+async def health(
+    pool: PoolDep, replica: ReplicaDep, settings: SettingsDep, management: ManagementDep
+) -> Health:
+    """Whether the API can reach the primary and the read replica (with its replay lag), the
+    TimescaleDB version, and on the city edge the ingest queue's backlog and each ingest
+    replica's unacknowledged deliveries."""
+    return await service.health(
+        pool, replica, settings.edge.broker, management, settings.edge.queue
+    )
 
 
 # --- registry ---------------------------------------------------------------------------------
@@ -223,14 +230,14 @@ async def rotate_device_login(
     tags=["readings"],
     responses={404: {"model": ErrorBody, "description": "unknown device, or no readings yet"}},
 )
-async def latest_of_device(pool: PoolDep, device_id: str) -> LatestReading:
+async def latest_of_device(pool: ReadPoolDep, device_id: str) -> LatestReading:
     """The device's newest reading by reading time (not by arrival)."""
     return await service.latest_of_device(pool, device_id)
 
 
 @router.get("/latest", tags=["readings"])
 async def latest(
-    pool: PoolDep, kind: Kind | None = None, district: District | None = None
+    pool: ReadPoolDep, kind: Kind | None = None, district: District | None = None
 ) -> LatestList:
     """The newest reading of each device that has one, for one kind or all."""
     return await service.latest(pool, kind, district)
@@ -238,7 +245,7 @@ async def latest(
 
 @router.get("/devices/{device_id}/readings", tags=["readings"], responses=_NOT_FOUND)
 async def readings(
-    pool: PoolDep,
+    pool: ReadPoolDep,
     device_id: str,
     window: TimeRangeDep,
     limit: LimitDep,
@@ -250,7 +257,7 @@ async def readings(
 
 @router.get("/devices/{device_id}/aggregates", tags=["aggregates"], responses=_NOT_FOUND)
 async def device_aggregates(
-    pool: PoolDep, settings: SettingsDep, device_id: str, query: AggregateQueryDep
+    pool: ReadPoolDep, settings: SettingsDep, device_id: str, query: AggregateQueryDep
 ) -> AggregateSeries:
     """``fn(metric)`` per time bucket over ``[from, to)`` for one device."""
     return await aggregates.aggregates(
@@ -260,7 +267,7 @@ async def device_aggregates(
 
 @router.get("/districts/{district}/aggregates", tags=["aggregates"])
 async def district_aggregates(
-    pool: PoolDep, settings: SettingsDep, district: District, query: AggregateQueryDep
+    pool: ReadPoolDep, settings: SettingsDep, district: District, query: AggregateQueryDep
 ) -> AggregateSeries:
     """``fn(metric)`` per bucket over every device of the metric's kind in a district
     (``increase`` sums each device's consumption)."""
@@ -271,7 +278,7 @@ async def district_aggregates(
 
 @router.get("/city/aggregates", tags=["aggregates"])
 async def city_aggregates(
-    pool: PoolDep, settings: SettingsDep, query: AggregateQueryDep
+    pool: ReadPoolDep, settings: SettingsDep, query: AggregateQueryDep
 ) -> AggregateSeries:
     """``fn(metric)`` per bucket over every device of the metric's kind in the city."""
     return await aggregates.aggregates(pool, settings, query, scope=AggregateScope.CITY)
@@ -283,13 +290,15 @@ AtQuery = Annotated[
 
 
 @router.get("/districts/{district}/summary", tags=["kpis"])
-async def district_summary(pool: PoolDep, district: District, at: AtQuery = None) -> AreaSummary:
+async def district_summary(
+    pool: ReadPoolDep, district: District, at: AtQuery = None
+) -> AreaSummary:
     """A district's KPIs: US EPA AQI, traffic congestion against free-flow speed, energy load."""
     return await summary.district_summary(pool, district, at or datetime.now(UTC))
 
 
 @router.get("/city/summary", tags=["kpis"])
-async def city_summary(pool: PoolDep, at: AtQuery = None) -> CitySummary:
+async def city_summary(pool: ReadPoolDep, at: AtQuery = None) -> CitySummary:
     """The city's KPIs, city-wide and per district."""
     return await summary.city_summary(pool, at or datetime.now(UTC))
 
@@ -300,7 +309,7 @@ async def city_summary(pool: PoolDep, at: AtQuery = None) -> CitySummary:
 @router.get("/ingest/rejections", tags=["ingest"])
 async def rejections(
     *,
-    pool: PoolDep,
+    pool: ReadPoolDep,
     limit: LimitDep,
     device_id: str | None = None,
     reason: str | None = None,
@@ -325,7 +334,8 @@ async def contract() -> dict[str, Any]:
 
 
 @operations.get("/metrics", include_in_schema=False, dependencies=[require(Role.READER)])
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(replica: ReplicaDep) -> Response:
+    await service.read_replica_state(replica)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
