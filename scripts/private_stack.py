@@ -14,7 +14,6 @@ import json
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import FrameType
 
@@ -111,8 +110,7 @@ def main() -> None:
             }
             args.info.write_text(json.dumps(info))
         say(f"Console: {api_url}/#key={key}")
-        while not stopping and stack.exited() is None:
-            time.sleep(0.5)
+        stack.supervisor.run_until(lambda: stopping)
     finally:
         stack.stop()
         remove_tree(folder)
