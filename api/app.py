@@ -147,6 +147,15 @@ async def _database_gone(_: Request, exc: Exception) -> JSONResponse:
     return _error(503, "database_unavailable", "the database is unavailable; retry shortly")
 
 
+async def _database_conflict(_: Request, exc: Exception) -> JSONResponse:
+    # A read replica cancels a query whose rows its replay must change (SQLSTATE 40001) or
+    # that holds up replay (40P01); the primary, a transaction that lost a race. Retrying works.
+    log.warning("query cancelled by the database", error=repr(exc))
+    return _error(
+        503, "database_conflict", "the database cancelled the query (a conflict); retry shortly"
+    )
+
+
 async def _database_timeout(_: Request, exc: Exception) -> JSONResponse:
     log.warning("database timeout", error=repr(exc))
     return _error(503, "database_timeout", "the database did not answer in time; retry shortly")
@@ -182,6 +191,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     for unavailable in DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, _database_gone)
+    for conflict in (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
+        app.add_exception_handler(conflict, _database_conflict)
     # Only the database is awaited with a deadline in a request: a timeout is a slow query.
     app.add_exception_handler(TimeoutError, _database_timeout)
     app.add_exception_handler(asyncpg.DataError, _unstorable_value)

@@ -3,6 +3,7 @@ from the standby, writes answer the one 503, and all is well again when the prim
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import orjson
+import websockets
 
 from api.keys.schemas import ApiKeyCreate, Role
 from api.keys.service import issue_key
@@ -170,6 +172,13 @@ async def test_a_primary_failure_leaves_reads_answering_from_the_standby(
                 await app.state.live.refresh_devices()
                 await app.state.live.warm()
                 assert app.state.live.hub.latest[device].device_id == device
+                ws_url = url.replace("http://", "ws://") + (
+                    f"/api/v1/live/ws?access_token={fresh.token}&device={device}"
+                )
+                async with websockets.connect(ws_url) as ws:
+                    snapshot = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert snapshot["type"] == "snapshot"
+                assert [item["device_id"] for item in snapshot["items"]] == [device]
         finally:
             await sse.close()
 

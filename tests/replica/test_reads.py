@@ -192,3 +192,25 @@ async def test_the_live_feed_reads_its_directory_and_snapshot_from_the_standby(
             ]
         finally:
             await sse.close()
+
+
+async def test_a_query_the_replica_cancels_is_a_503_to_retry(
+    replicated_settings: Settings, replica_keys: dict[Role, str]
+) -> None:
+    """What a standby raises when its replay needs rows or locks a read holds (SQLSTATE 40001,
+    or 40P01 for a buffer pin), rendered in the one error shape rather than as a 500."""
+    from tests.api.conftest import serve
+
+    async with serve(replicated_settings, bearer(replica_keys[Role.READER])) as (app, client):
+
+        async def cancelled_read(sqlstate: str) -> None:
+            error = asyncpg.PostgresError.new(
+                {"C": sqlstate, "M": "canceling statement due to conflict with recovery"}
+            )
+            raise error
+
+        app.add_api_route("/test/cancelled/{sqlstate}", cancelled_read)
+        for sqlstate in ("40001", "40P01"):
+            response = await client.get(f"/test/cancelled/{sqlstate}")
+            assert response.status_code == 503
+            assert response.json()["error"] == "database_conflict"
