@@ -8,6 +8,7 @@ replica at once and the others within that time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -29,6 +30,7 @@ log = structlog.get_logger(__name__)
 TOKEN_PREFIX: Final = "alk"  # noqa: S105 (a marker, not a secret)
 CACHE_TTL_S: Final = 5.0
 CACHE_MAX_ENTRIES: Final = 10_000
+PRIMARY_CHECK_TIMEOUT_S: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +142,17 @@ class KeyChecker:
         self._known: dict[str, tuple[float, Principal]] = {}
 
     async def _active_key(self, key_id: str) -> asyncpg.Record | None:
-        try:
+        async def on_primary() -> asyncpg.Record | None:
             async with self._pool.acquire() as conn:
                 return await repository.active_key(conn, key_id)
+
+        if self._replica is None:
+            return await on_primary()
+        try:
+            # A primary that does not answer (cut off, not refusing) must not hold every
+            # request for the connect timeout when the replica could answer.
+            return await asyncio.wait_for(on_primary(), PRIMARY_CHECK_TIMEOUT_S)
         except DATABASE_UNAVAILABLE as exc:
-            if self._replica is None:
-                raise
             log.warning("primary unavailable; key checked on the read replica", error=repr(exc))
         async with self._replica.acquire() as conn:
             return await repository.active_key(conn, key_id)
