@@ -7,7 +7,7 @@ yet rolled up) from raw. No SQL and no HTTP here.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 import asyncpg
@@ -23,6 +23,7 @@ from api.schemas import (
 from core.config import Settings
 from core.db import Connection
 from core.errors import Invalid
+from core.timestamps import CITY_ZONE
 from devices import service as registry
 from devices.contract import METRICS, METRICS_BY_NAME, District, Kind, metric_names
 from devices.schemas import Device
@@ -92,19 +93,22 @@ async def _scope_devices(
     return found, await registry.devices_of(conn, found, district)
 
 
-def _readings_per_second(devices: list[Device], default_interval_s: float) -> float:
-    total = 0.0
-    for device in devices:
-        metadata = device.metadata
-        interval = (
-            metadata.get(EXPECTED_INTERVAL_KEY, default_interval_s)
-            if isinstance(metadata, dict)
-            else default_interval_s
-        )
-        if not isinstance(interval, int | float) or interval <= 0:
-            interval = default_interval_s
-        total += 1.0 / float(interval)
-    return total
+def expected_interval_s(device: Device, default_interval_s: float) -> float:
+    """The device's reading period: ``metadata.expected_interval_s``, else the default."""
+    metadata = device.metadata
+    interval = (
+        metadata.get(EXPECTED_INTERVAL_KEY, default_interval_s)
+        if isinstance(metadata, dict)
+        else default_interval_s
+    )
+    if not isinstance(interval, int | float) or isinstance(interval, bool) or interval <= 0:
+        return default_interval_s
+    return float(interval)
+
+
+def readings_per_second(devices: list[Device], default_interval_s: float) -> float:
+    """How many readings the devices together are expected to send per second."""
+    return sum(1.0 / expected_interval_s(device, default_interval_s) for device in devices)
 
 
 async def aggregates(
@@ -144,16 +148,21 @@ async def aggregates(
                 start=window.start,
                 end=window.end,
             )
-    rate = _readings_per_second(devices, settings.rollups.expected_interval_s)
+    rate = readings_per_second(devices, settings.rollups.expected_interval_s)
 
     def completeness(start: datetime, readings: int) -> float | None:
         lower, upper = max(start, window.start), min(width.following(start), window.end)
         expected = rate * max((upper - lower).total_seconds(), 0.0)
-        return round(readings / expected, 4) if expected > 0 else None
+        # Stored readings are unique per (device, ts), so a redelivery never counts twice; a
+        # device reporting faster than declared would still pass 1, which means "complete".
+        return round(min(readings / expected, 1.0), 4) if expected > 0 else None
+
+    # One spelling per width: UTC for fixed widths, the city's offset for its calendar.
+    zone = CITY_ZONE if width.city_calendar else UTC
 
     items = [
         AggregatePoint(
-            bucket_start=row["bucket_start"],
+            bucket_start=row["bucket_start"].astimezone(zone),
             value=row["value"],
             count=row["readings"],
             completeness=completeness(row["bucket_start"], row["readings"]),
@@ -166,7 +175,7 @@ async def aggregates(
             if start not in have:
                 items.append(
                     AggregatePoint(
-                        bucket_start=start,
+                        bucket_start=start.astimezone(zone),
                         value=None,
                         count=0,
                         completeness=completeness(start, 0),

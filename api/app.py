@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import asyncpg
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -28,6 +28,7 @@ from api.keys import routes as key_routes
 from api.keys.service import KeyChecker
 from api.live import routes as live_routes
 from api.metrics import RequestMetricsMiddleware
+from api.query_params import strict_query
 from api.realtime import realtime
 from core.config import Settings, get_settings
 from core.db import DATABASE_UNAVAILABLE, create_pool
@@ -178,11 +179,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Alatau City telemetry API",
         version="1",
-        description="Device registry, latest and raw readings, aggregates and ingest rejections.",
+        description=(
+            "Device registry, latest and raw readings, aggregates and ingest rejections.\n\n"
+            "Timestamps: every timestamp the API writes (REST, live feeds, alert feed) is RFC"
+            " 3339 in UTC with `Z` and six fraction digits (`2026-12-02T09:15:00.000000Z`);"
+            " aggregate buckets of the city calendar (`d`, `w`, `mo`) start at Almaty midnight"
+            " and are written at its offset (`2026-12-02T00:00:00.000000+05:00`). Query"
+            " timestamps take any RFC 3339 offset.\n\n"
+            "Query strings: a parameter a route does not define, or a single-valued one given"
+            " twice, is a 422 (`unknown_parameter`, `repeated_parameter`) naming it; repeatable"
+            " parameters say so."
+        ),
         lifespan=lifespan,
         docs_url=None,  # served by api.docs from local files (works offline)
         redoc_url=None,
         openapi_url="/openapi.json",
+        dependencies=[Depends(strict_query)],
     )
     app.state.settings = settings or get_settings()
     app.add_middleware(RequestMetricsMiddleware)

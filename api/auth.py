@@ -31,6 +31,11 @@ async def _principal_for(checker: KeyChecker, token: str | None) -> Principal:
     return principal
 
 
+async def authenticate(checker: KeyChecker, token: str | None) -> Principal:
+    """The key's principal; none, or an unknown or revoked one, is a 401."""
+    return await _principal_for(checker, token)
+
+
 async def principal(
     checker: KeyCheckerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],

@@ -149,8 +149,15 @@ _BUCKET_DOC: Final = (
     " e.g. 1m, 15m, 1h, 1d, 7d, 1mo"
 )
 _FN_DOC: Final = (
-    "avg, min, max, sum, count; increase (energy_kwh: consumption, meter resets handled);"
-    " rate (vehicle_count, heavy_vehicle_count: vehicles per hour of interval_s)"
+    "What each bucket's value is, per scope (device; district and city = every device of the"
+    " metric's kind there). avg, min, max: over the readings in the bucket (an area's avg is"
+    " the mean of all its readings, so a device reading more often weighs more). sum: the"
+    " readings' sum (an area: over all its devices). count: readings with the metric (an area:"
+    " over all its devices). increase (energy_kwh only): consumption, the increase between"
+    " consecutive readings with meter resets handled (an area: summed over its meters)."
+    " rate (vehicle_count, heavy_vehicle_count): vehicles per hour; a device: sum(count) *"
+    " 3600 / sum(interval_s); an area: its flow, every device's own rate summed (not a mean"
+    " per detector)."
 )
 
 

@@ -11,6 +11,7 @@ import asyncpg
 
 from core.db import Connection
 from devices.contract import METRICS_BY_NAME, District, Kind, Metric, metric_names, readings_table
+from rollups.schemas import Tier, rollup_table
 
 
 def _reading_columns(kind: Kind, prefix: str = "") -> str:
@@ -105,27 +106,54 @@ async def readings(
 # --- aggregates (the tiered SQL itself lives in rollups/) -----------------------------------
 
 
-async def sum_of_device_means(
+async def per_device_totals(
     conn: Connection,
     kind: Kind,
     device_ids: Sequence[str],
-    metric: Metric,
+    metrics: Sequence[Metric],
     *,
     window: tuple[datetime, datetime],
-) -> float | None:
-    """Each device's mean of ``metric`` over ``[start, end)``, summed; devices without a value
-    there add nothing (a district's load is the sum of its meters' power, not a mean times N)."""
-    if metric.name not in METRICS_BY_NAME[kind]:
-        raise ValueError(f"{metric.name} is not a {kind.value} metric")
-    total: float | None = await conn.fetchval(
-        f"SELECT sum(mean) FROM (SELECT avg({metric.name}) AS mean"
-        f" FROM {readings_table(kind)}"
-        f" WHERE device_id = ANY($1::text[]) AND ts >= $2 AND ts < $3"
-        f" AND {metric.name} IS NOT NULL GROUP BY device_id) AS per_device",
+) -> list[asyncpg.Record]:
+    """Per device with readings in ``[start, end)``: ``readings`` (rows), and per metric
+    ``<m>_n`` (non-null values) and ``<m>_sum``; read from raw, for the short windows of the
+    KPIs (15 minutes, an hour)."""
+    for metric in metrics:
+        if metric.name not in METRICS_BY_NAME[kind]:
+            raise ValueError(f"{metric.name} is not a {kind.value} metric")
+    columns = "".join(
+        f", count({m.name}) AS {m.name}_n, sum({m.name})::double precision AS {m.name}_sum"
+        for m in metrics
+    )
+    return await conn.fetch(
+        f"SELECT device_id, count(*) AS readings{columns} FROM {readings_table(kind)}"
+        " WHERE device_id = ANY($1::text[]) AND ts >= $2 AND ts < $3 GROUP BY device_id",
         list(device_ids),
         *window,
     )
-    return total
+
+
+async def learned_free_flow(
+    conn: Connection,
+    device_ids: Sequence[str],
+    *,
+    window: tuple[datetime, datetime],
+    min_hours: int,
+    percentile: float,
+) -> dict[str, float]:
+    """Per road with at least ``min_hours`` hourly mean speeds in ``[start, end)`` (from the
+    hour tier), the ``percentile`` of those means: a free-flow speed learned from its history."""
+    rows = await conn.fetch(
+        "SELECT device_id, percentile_cont($4::double precision) WITHIN GROUP"
+        " (ORDER BY avg_speed_kmh_sum / avg_speed_kmh_n) AS free_flow"
+        f" FROM {rollup_table(Kind.TRAFFIC, Tier.HOUR)}"
+        " WHERE device_id = ANY($1::text[]) AND bucket >= $2 AND bucket < $3"
+        " AND avg_speed_kmh_n > 0 GROUP BY device_id HAVING count(*) >= $5",
+        list(device_ids),
+        *window,
+        percentile,
+        min_hours,
+    )
+    return {row["device_id"]: row["free_flow"] for row in rows}
 
 
 # --- rejections -------------------------------------------------------------------------------

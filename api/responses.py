@@ -10,7 +10,12 @@ Responses = dict[int | str, dict[str, Any]]
 
 # Declaring 422 also replaces FastAPI's default 422 schema, which is not our error shape.
 INVALID: Final[Responses] = {
-    422: {"model": ErrorBody, "description": "invalid request (validation or query limits)"},
+    422: {
+        "model": ErrorBody,
+        "description": "invalid request: validation, query limits, or a query parameter the"
+        " route does not define (unknown_parameter) or a single-valued one given twice"
+        " (repeated_parameter), named in the detail",
+    },
 }
 AUTH: Final[Responses] = {
     401: {"model": ErrorBody, "description": "no API key, or an unknown or revoked one"},

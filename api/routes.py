@@ -55,6 +55,7 @@ from devices.schemas import (
     DeviceStatus,
     MqttLogin,
 )
+from ingest.schemas import Reason
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 
@@ -175,15 +176,25 @@ async def list_devices(
     district: District | None = None,
     enabled: bool | None = None,
     status: DeviceStatus | None = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="search: part of the id, the district or metadata.name, any case",
+        ),
+    ] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DevicePage:
-    """Registered devices in id order, filtered by kind, district, enabled and status."""
+    """Registered devices in id order, filtered by a search text, kind, district, enabled and
+    status; ``total`` counts every match across pages."""
     return await registry.list_devices(
         pool,
         kind=kind,
         district=district,
         enabled=enabled,
         status=status,
+        search=q,
         limit=limit,
         offset=offset,
     )
@@ -237,10 +248,14 @@ async def latest_of_device(pool: ReadPoolDep, device_id: str) -> LatestReading:
 
 @router.get("/latest", tags=["readings"])
 async def latest(
-    pool: ReadPoolDep, kind: Kind | None = None, district: District | None = None
+    pool: ReadPoolDep,
+    kind: Annotated[
+        list[Kind] | None, Query(description="repeatable: several kinds; none: every kind")
+    ] = None,
+    district: District | None = None,
 ) -> LatestList:
-    """The newest reading of each device that has one, for one kind or all."""
-    return await service.latest(pool, kind, district)
+    """The newest reading of each device that has one, of the kinds asked for (or all)."""
+    return await service.latest(pool, kind or list(Kind), district)
 
 
 @router.get("/devices/{device_id}/readings", tags=["readings"], responses=_NOT_FOUND)
@@ -269,8 +284,10 @@ async def device_aggregates(
 async def district_aggregates(
     pool: ReadPoolDep, settings: SettingsDep, district: District, query: AggregateQueryDep
 ) -> AggregateSeries:
-    """``fn(metric)`` per bucket over every device of the metric's kind in a district
-    (``increase`` sums each device's consumption)."""
+    """``fn(metric)`` per bucket over every device of the metric's kind in a district:
+    ``sum``, ``count`` and ``increase`` add up the devices, ``rate`` is the district's flow
+    (each detector's vehicles per hour, summed), ``avg``/``min``/``max`` run over all the
+    district's readings."""
     return await aggregates.aggregates(
         pool, settings, query, scope=AggregateScope.DISTRICT, district=district
     )
@@ -280,7 +297,8 @@ async def district_aggregates(
 async def city_aggregates(
     pool: ReadPoolDep, settings: SettingsDep, query: AggregateQueryDep
 ) -> AggregateSeries:
-    """``fn(metric)`` per bucket over every device of the metric's kind in the city."""
+    """``fn(metric)`` per bucket over every device of the metric's kind in the city, with the
+    district route's meanings (``rate``: the city's flow, every detector's rate summed)."""
     return await aggregates.aggregates(pool, settings, query, scope=AggregateScope.CITY)
 
 
@@ -291,16 +309,22 @@ AtQuery = Annotated[
 
 @router.get("/districts/{district}/summary", tags=["kpis"])
 async def district_summary(
-    pool: ReadPoolDep, district: District, at: AtQuery = None
+    pool: ReadPoolDep, settings: SettingsDep, district: District, at: AtQuery = None
 ) -> AreaSummary:
-    """A district's KPIs: US EPA AQI, traffic congestion against free-flow speed, energy load."""
-    return await summary.district_summary(pool, district, at or datetime.now(UTC))
+    """A district's KPIs: US EPA AQI, traffic congestion against the roads' configured
+    free-flow speeds, flow, energy load and consumption; each figure with its window and the
+    share of that window the stored readings cover."""
+    return await summary.district_summary(
+        pool, district, at or datetime.now(UTC), settings.rollups.expected_interval_s
+    )
 
 
 @router.get("/city/summary", tags=["kpis"])
-async def city_summary(pool: ReadPoolDep, at: AtQuery = None) -> CitySummary:
-    """The city's KPIs, city-wide and per district."""
-    return await summary.city_summary(pool, at or datetime.now(UTC))
+async def city_summary(pool: ReadPoolDep, settings: SettingsDep, at: AtQuery = None) -> CitySummary:
+    """The city's KPIs, city-wide and per district (the figures the console's tiles show)."""
+    return await summary.city_summary(
+        pool, at or datetime.now(UTC), settings.rollups.expected_interval_s
+    )
 
 
 # --- ingest and contract ----------------------------------------------------------------------
@@ -312,13 +336,15 @@ async def rejections(
     pool: ReadPoolDep,
     limit: LimitDep,
     device_id: str | None = None,
-    reason: str | None = None,
+    reason: Annotated[Reason | None, Query(description="one of the documented reasons")] = None,
     start: Annotated[
         AwareDatetime | None, Query(alias="from", description="received at or after")
     ] = None,
     end: Annotated[AwareDatetime | None, Query(alias="to", description="received before")] = None,
 ) -> RejectionList:
     """Readings ingest refused, newest first, with the reason and the raw payload."""
+    if start is not None and end is not None and start >= end:
+        raise Invalid("from must be earlier than to", code="invalid_range")
     return await service.rejections(
         pool, device_id=device_id, reason=reason, start=start, end=end, limit=limit
     )

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
+from core.timestamps import BucketTimestamp, UtcTimestamp
 from devices.contract import District, Kind
 
 # A metric value as stored: integer metrics stay integers, a metric the reading lacked is null.
@@ -91,8 +92,8 @@ class LatestReading(BaseModel):
     device_id: str
     kind: Kind
     district: District
-    ts: datetime = Field(description="reading time reported by the device")
-    received_at: datetime = Field(description="when ingest stored the reading")
+    ts: UtcTimestamp = Field(description="reading time reported by the device")
+    received_at: UtcTimestamp = Field(description="when ingest stored the reading")
     values: Values
 
 
@@ -101,8 +102,8 @@ class LatestList(BaseModel):
 
 
 class RawReading(BaseModel):
-    ts: datetime
-    received_at: datetime
+    ts: UtcTimestamp
+    received_at: UtcTimestamp
     values: Values
 
 
@@ -130,13 +131,20 @@ class AggregateScope(StrEnum):
 
 
 class AggregatePoint(BaseModel):
-    bucket_start: datetime
+    bucket_start: BucketTimestamp = Field(
+        description="UTC (`Z`) for buckets of seconds, minutes and hours; Almaty's offset"
+        " (`+05:00`) for the city calendar's d, w and mo buckets, which start at local midnight"
+    )
     value: MetricValue = Field(description="null when no reading in the bucket has the metric")
     count: int = Field(description="readings stored in the bucket")
     completeness: float | None = Field(
         default=None,
-        description="readings held against those expected from the devices' reading periods "
-        "over the part of the bucket inside [from, to); null for a scope without devices",
+        ge=0,
+        le=1,
+        description="fraction in [0, 1]: readings stored (unique per device and ts, so a"
+        " redelivery counts once) against those expected from the devices' reading periods"
+        " (metadata.expected_interval_s) over the part of the bucket inside [from, to), capped"
+        " at 1; null for a scope without devices",
     )
     gap: bool = Field(default=False, description="true for a bucket filled in by fill=true")
 
@@ -158,7 +166,7 @@ class AggregateSeries(BaseModel):
 
 
 class Rejection(BaseModel):
-    received_at: datetime
+    received_at: UtcTimestamp
     topic: str
     kind: str | None
     device_id: str | None
@@ -193,10 +201,26 @@ class AggregateQuery:
     fill: bool
 
 
+class FigureWindow(BaseModel):
+    """The span a figure describes, and how much of it the data covers."""
+
+    start: UtcTimestamp = Field(description="the window's start (inclusive)")
+    end: UtcTimestamp = Field(description="the window's end (exclusive): the summary's `at`")
+    seconds: float = Field(description="the window's length")
+    coverage: float | None = Field(
+        ge=0,
+        le=1,
+        description="readings stored in the window against those the area's devices are"
+        " expected to send in it (metadata.expected_interval_s), capped at 1: 0.02 is a 24 h"
+        " figure computed from about half an hour of data; null without devices",
+    )
+
+
 class PollutantIndex(BaseModel):
     average: float = Field(description="µg/m³ over the pollutant's averaging window")
     window_hours: float
     sub_index: int
+    window: FigureWindow
 
 
 class AirSummary(BaseModel):
@@ -204,15 +228,36 @@ class AirSummary(BaseModel):
     category: str | None = Field(examples=["moderate"])
     dominant: str | None = Field(description="the pollutant with the highest sub-index")
     pollutants: dict[str, PollutantIndex]
+    windows: dict[str, FigureWindow] = Field(
+        description="per figure (`aqi`): the dominant pollutant's averaging window and its coverage"
+    )
 
 
 class TrafficSummary(BaseModel):
-    avg_speed_kmh: float | None = Field(description="over the last 15 minutes")
-    free_flow_kmh: float | None = Field(
-        description="the fastest hourly average speed of the last 7 days"
+    avg_speed_kmh: float | None = Field(
+        description="mean of the area's speed readings over the last 15 minutes"
     )
-    congestion: float | None = Field(description="1 - speed / free-flow speed, 0 (free) to 1")
-    vehicles_per_hour: float | None = Field(description="over the last hour, sum of devices")
+    free_flow_kmh: float | None = Field(
+        description="the free-flow speed of the roads that reported in the last 15 minutes,"
+        " weighted by their readings: each road's configured metadata.free_flow_kmh, else"
+        " the 85th percentile of its hourly mean speeds over 7 days once it has 24 of them;"
+        " null when none of them has one"
+    )
+    congestion: float | None = Field(
+        description="1 - speed / free-flow speed over the roads with a free-flow speed,"
+        " 0 (free) to 1 (standing); null without such a road reporting"
+    )
+    congestion_devices: int = Field(
+        description="roads the congestion covers: reported in the last 15 minutes and have a"
+        " free-flow speed (configured or learned)"
+    )
+    vehicles_per_hour: float | None = Field(
+        description="the area's flow over the last hour: each detector's vehicles per hour"
+        " (sum of vehicle_count * 3600 / sum of interval_s), summed"
+    )
+    windows: dict[str, FigureWindow] = Field(
+        description="per figure (`avg_speed_kmh`, `congestion`, `vehicles_per_hour`)"
+    )
 
 
 class EnergySummary(BaseModel):
@@ -222,11 +267,14 @@ class EnergySummary(BaseModel):
     consumption_today_kwh: float | None = Field(
         description="energy_kwh increase since midnight in Almaty, meter resets handled"
     )
+    windows: dict[str, FigureWindow] = Field(
+        description="per figure (`load_kw`, `consumption_today_kwh`)"
+    )
 
 
 class AreaSummary(BaseModel):
     district: District | None = Field(description="null for the whole city")
-    at: datetime
+    at: UtcTimestamp = Field(description="the moment the figures are for (each window's end)")
     air: AirSummary
     traffic: TrafficSummary
     energy: EnergySummary

@@ -145,11 +145,12 @@ async def latest_of_device(pool: asyncpg.Pool, device_id: str) -> LatestReading:
     )
 
 
-async def latest(pool: asyncpg.Pool, kind: Kind | None, district: District | None) -> LatestList:
-    """The newest reading of every device (of a kind and district if given) that has one."""
+async def latest(pool: asyncpg.Pool, kinds: list[Kind], district: District | None) -> LatestList:
+    """The newest reading of every device of ``kinds`` (and the district if given) that has
+    one, kind by kind in the contract's order."""
     items: list[LatestReading] = []
     async with pool.acquire() as conn:
-        for each in [kind] if kind else list(Kind):
+        for each in [kind for kind in Kind if kind in kinds]:
             for row in await repository.latest_readings(conn, each, district):
                 items.append(
                     LatestReading(

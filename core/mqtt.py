@@ -8,9 +8,12 @@ import ssl
 from typing import Any
 
 import gmqtt
+import structlog
 from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS, MQTTv50, MQTTv311
 
 from core.config import MqttEndpoint
+
+log = structlog.get_logger(__name__)
 
 RECONNECT_DELAY_S = 2
 
@@ -49,6 +52,19 @@ async def connect(client: gmqtt.Client, endpoint: MqttEndpoint, keepalive: int =
     await client.connect(
         endpoint.host, endpoint.port, ssl=tls, keepalive=keepalive, version=version
     )
+
+
+async def connect_when_possible(client: gmqtt.Client, endpoint: MqttEndpoint, what: str) -> None:
+    """Retry a first connection that failed until the broker answers (gmqtt reconnects by
+    itself only once it has connected); ``what`` names the client in the logs."""
+    while True:
+        await asyncio.sleep(RECONNECT_DELAY_S)
+        try:
+            await connect(client, endpoint)
+        except OSError as exc:
+            log.warning("still cannot reach the broker", client=what, error=repr(exc))
+        else:
+            return
 
 
 async def wait_published(client: gmqtt.Client) -> None:

@@ -27,7 +27,7 @@ import structlog
 from core.config import MqttEndpoint
 from core.db import Connection
 from core.errors import Unavailable
-from core.mqtt import RECONNECT_DELAY_S, connect, make_client
+from core.mqtt import connect, connect_when_possible, make_client
 from devices import repository
 from devices.contract import Kind
 from devices.schemas import MqttLogin
@@ -216,17 +216,9 @@ class DynsecClient:
         except (OSError, TimeoutError) as exc:
             log.warning("device registry cannot reach the broker yet", error=repr(exc))
             if not self.client.is_connected:
-                self._connecting = asyncio.create_task(self._connect_later())
-
-    async def _connect_later(self) -> None:
-        while True:
-            await asyncio.sleep(RECONNECT_DELAY_S)
-            try:
-                await connect(self.client, self._endpoint)
-            except OSError as exc:
-                log.warning("device registry still cannot reach the broker", error=repr(exc))
-            else:
-                return
+                self._connecting = asyncio.create_task(
+                    connect_when_possible(self.client, self._endpoint, "device registry")
+                )
 
     async def stop(self) -> None:
         if self._connecting is not None:

@@ -3,6 +3,7 @@ writes it. Values are always parameters."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Final
@@ -79,12 +80,21 @@ async def list_devices(
     district: District | None,
     enabled: bool | None,
     status: str | None,
+    search: str | None = None,
     limit: int,
     offset: int,
 ) -> tuple[list[asyncpg.Record], int]:
-    """One page of devices in id order, and how many match in all."""
+    """One page of devices in id order, and how many match in all; ``search`` matches part of
+    the id, the district or ``metadata.name``, ignoring case."""
     clauses: list[str] = []
     args: list[Any] = []
+    if search:
+        # LIKE's own wildcards in the text are literal characters.
+        args.append("%" + re.sub(r"([\\%_])", r"\\\1", search) + "%")
+        clauses.append(
+            f"(device_id ILIKE ${len(args)} OR district ILIKE ${len(args)}"
+            f" OR metadata->>'name' ILIKE ${len(args)})"
+        )
     for column, value in (
         ("kind", kind.value if kind else None),
         ("district", district.value if district else None),
@@ -163,23 +173,29 @@ async def devices_of(
 
 async def record_presence(conn: Connection, updates: Sequence[Presence]) -> None:
     """Last-seen times and online/offline states of a batch in one statement. Rows are locked in
-    id order so replicas updating the same devices queue behind each other, never deadlock."""
+    id order so replicas updating the same devices queue behind each other, never deadlock. A
+    status received before the one stored (a batch that committed late) changes nothing."""
     ordered = sorted(updates)
     await conn.execute(
-        "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[])"
-        "  AS u(device_id, kind, seen, status)),"
+        "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[],"
+        "  $5::timestamptz[]) AS u(device_id, kind, seen, status, status_at)),"
         " locked AS (SELECT d.device_id FROM devices AS d JOIN v"
-        "  ON d.device_id = v.device_id AND d.kind = v.kind ORDER BY d.device_id FOR UPDATE OF d)"
+        "  ON d.device_id = v.device_id AND d.kind = v.kind ORDER BY d.device_id FOR UPDATE OF d),"
+        " newer AS (SELECT v.*, v.status IS NOT NULL AND (d.status_at IS NULL"
+        "  OR v.status_at IS NULL OR v.status_at >= d.status_at) AS replaces"
+        "  FROM v JOIN devices AS d ON d.device_id = v.device_id)"
         " UPDATE devices AS d SET"
-        "  last_seen = CASE WHEN v.seen THEN now() ELSE d.last_seen END,"
-        "  status = coalesce(v.status, d.status),"
-        "  updated_at = CASE WHEN v.status IS NULL THEN d.updated_at ELSE now() END"
-        " FROM v JOIN locked ON locked.device_id = v.device_id"
-        " WHERE d.device_id = v.device_id",
+        "  last_seen = CASE WHEN n.seen THEN now() ELSE d.last_seen END,"
+        "  status = CASE WHEN n.replaces THEN n.status ELSE d.status END,"
+        "  status_at = CASE WHEN n.replaces THEN n.status_at ELSE d.status_at END,"
+        "  updated_at = CASE WHEN n.replaces THEN now() ELSE d.updated_at END"
+        " FROM newer AS n JOIN locked ON locked.device_id = n.device_id"
+        " WHERE d.device_id = n.device_id",
         [u.device_id for u in ordered],
         [u.kind.value for u in ordered],
         [u.seen for u in ordered],
         [u.status for u in ordered],
+        [u.status_at for u in ordered],
     )
 
 

@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.timestamps import UtcTimestamp
 from devices.contract import DEVICE_ID_PATTERN, METRICS, District, Kind, Metric
 
 _MAX_EPOCH_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -117,8 +118,8 @@ class Device(BaseModel):
     metadata: dict[str, Any]
     enabled: bool
     status: str = Field(description="online, offline or unknown (from the device's status topic)")
-    last_seen: datetime | None = Field(description="arrival time of the newest stored reading")
-    created_at: datetime
+    last_seen: UtcTimestamp | None = Field(description="arrival time of the newest stored reading")
+    created_at: UtcTimestamp
 
 
 class MqttLogin(BaseModel):
@@ -188,3 +189,5 @@ class Presence(NamedTuple):
     kind: Kind
     seen: bool
     status: str | None
+    # When ingest received that status: an older one never replaces a newer one.
+    status_at: datetime | None = None

@@ -141,6 +141,7 @@ async def list_devices(
     district: District | None,
     enabled: bool | None,
     status: DeviceStatus | None,
+    search: str | None = None,
     limit: int,
     offset: int,
 ) -> DevicePage:
@@ -151,6 +152,7 @@ async def list_devices(
             district=district,
             enabled=enabled,
             status=status,
+            search=search,
             limit=limit,
             offset=offset,
         )

@@ -220,6 +220,9 @@ class IngestService:
                         message.kind,
                         bool(message.rows) or (earlier is not None and earlier.seen),
                         message.status or (earlier.status if earlier else None),
+                        message.received_at
+                        if message.status is not None
+                        else (earlier.status_at if earlier else None),
                     )
             received = sum(len(rows) for rows in rows_by_kind.values())
             stored: dict[Kind, int] = {}

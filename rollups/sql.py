@@ -255,6 +255,16 @@ def read_series(
             f" UNION ALL {parts}"
         )
     head = f"WITH dirty AS ({dirty}), raw_rows AS ({rows}), parts AS ({parts})"
+    if fn == "rate":
+        # An area's rate is its flow: each device's own rate in the bucket, summed (a pooled
+        # sum(count) / sum(interval_s) would be the mean per detector).
+        value = _VALUE[fn].format(c=c)
+        return (
+            f"{head}, per_device AS (SELECT {query_bucket} AS bucket_start, device_id,"
+            f" sum(readings) AS readings, {value} AS value FROM parts GROUP BY 1, 2)"
+            " SELECT bucket_start, sum(readings)::bigint AS readings, sum(value) AS value"
+            " FROM per_device GROUP BY 1 ORDER BY 1"
+        )
     if fn != "increase":
         value = _VALUE[fn].format(c=c)
         if fn == "sum" and metric.integer:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import tempfile
 from pathlib import Path
-from types import FrameType
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,6 +30,7 @@ from stack.services import (  # noqa: E402
     free_port,
     remove_tree,
 )
+from stack.supervisor import StopSignals  # noqa: E402
 
 
 class PrivateStack(Stack):
@@ -88,14 +87,7 @@ def main() -> None:
     stack = PrivateStack(folder, args.devices_per_kind, args.rate, api_url, args.standby)
     stack.env["ALATAU_API__PORT"] = str(port)
     stack.env["ALATAU_SIMULATOR__API_URL"] = api_url
-    stopping = False
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop = StopSignals()
     try:
         stack.start_services()
         stack.migrate()
@@ -110,7 +102,7 @@ def main() -> None:
             }
             args.info.write_text(json.dumps(info))
         say(f"Console: {api_url}/#key={key}")
-        stack.supervisor.run_until(lambda: stopping)
+        stack.supervisor.run_until(lambda: stop.requested)
     finally:
         stack.stop()
         remove_tree(folder)

@@ -31,6 +31,18 @@ from simulators.workers import ShardJob, deal, run_sharded, run_until_stopped
 
 log = structlog.get_logger(__name__)
 
+# Options both commands take.
+RegisterOption = Annotated[
+    bool, typer.Option("--register/--no-register", help="register the devices via the API")
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(envvar="ALATAU_SIMULATOR_API_KEY", help="bearer key for registration"),
+]
+LogEveryOption = Annotated[
+    float, typer.Option(min=0.1, help="seconds between progress log lines (no TTY)")
+]
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
@@ -81,16 +93,9 @@ def run(
         ),
     ] = None,
     prefix: Annotated[str, typer.Option(help="device ids are PREFIX-district-kind-NNNN")] = "sim",
-    register: Annotated[
-        bool, typer.Option("--register/--no-register", help="register the devices via the API")
-    ] = True,
-    api_key: Annotated[
-        str | None,
-        typer.Option(envvar="ALATAU_SIMULATOR_API_KEY", help="bearer key for registration"),
-    ] = None,
-    log_every: Annotated[
-        float, typer.Option(min=0.1, help="seconds between progress log lines (no TTY)")
-    ] = 10.0,
+    register: RegisterOption = True,
+    api_key: ApiKeyOption = None,
+    log_every: LogEveryOption = 10.0,
     fault: Annotated[
         list[str] | None,
         typer.Option(
@@ -165,7 +170,12 @@ def _run_processes(
     if register:
         try:
             registered = uvloop.run(
-                register_devices(settings.simulator.api_url, simulation.devices, api_key=api_key)
+                register_devices(
+                    settings.simulator.api_url,
+                    simulation.devices,
+                    api_key=api_key,
+                    metadata=simulation.registry_metadata(),
+                )
             )
             logins = registered.logins
         except RegistrationError as exc:
@@ -193,7 +203,6 @@ def _run_processes(
         for worker, devices in enumerate(deal(simulation.devices, processes))
         if devices
     ]
-    log.info("simulator workers starting", workers=len(jobs), devices=len(simulation.devices))
     stats = run_sharded(jobs)
     log.info(
         "simulator finished",
@@ -235,16 +244,9 @@ def replay(
     naive_tz: Annotated[
         str, typer.Option(help="time zone of timestamps without an offset")
     ] = "UTC",
-    register: Annotated[
-        bool, typer.Option("--register/--no-register", help="register the devices via the API")
-    ] = True,
-    api_key: Annotated[
-        str | None,
-        typer.Option(envvar="ALATAU_SIMULATOR_API_KEY", help="bearer key for registration"),
-    ] = None,
-    log_every: Annotated[
-        float, typer.Option(min=0.1, help="seconds between progress log lines (no TTY)")
-    ] = 10.0,
+    register: RegisterOption = True,
+    api_key: ApiKeyOption = None,
+    log_every: LogEveryOption = 10.0,
 ) -> None:
     """Replay a recording through MQTT, one device per station, ending now (spacing kept)."""
     settings = get_settings()

@@ -55,6 +55,10 @@ class KindModel(ABC):
         self.key = stable_key(seed, device.device_id)
         self.size = 0.6 + 0.8 * uniform(self.key, 0)  # how big this road, feeder or site is
 
+    def registry_metadata(self) -> dict[str, Any]:
+        """What the registry should know of this device beyond its identity (none by default)."""
+        return {}
+
     def noise(self, moment: Moment, channel: int) -> float:
         """Standard normal noise of this device at this moment, one stream per channel."""
         return normal(self.key, moment.ts_ms, channel)
@@ -82,8 +86,18 @@ class TrafficModel(KindModel):
 
     kind = Kind.TRAFFIC
 
+    @property
+    def free_flow_kmh(self) -> float:
+        """The road's speed with no traffic on it: its district's free-flow speed, varied per
+        road. Registered as ``metadata.free_flow_kmh``, the reference of congestion."""
+        _, free_speed, _ = _TRAFFIC[self.device.district]
+        return round(free_speed * (0.85 + 0.3 * uniform(self.key, 1)), 1)
+
+    def registry_metadata(self) -> dict[str, Any]:
+        return {"free_flow_kmh": self.free_flow_kmh}
+
     def _values(self, moment: Moment, interval_s: float) -> Values:
-        capacity, free_speed, heavy_share = _TRAFFIC[self.device.district]
+        capacity, _, heavy_share = _TRAFFIC[self.device.district]
         profile = traffic_profile(moment.hour, moment.weekend)
         if moment.weekend:
             profile *= _WEEKEND_TRAFFIC.get(self.device.district, 1.0)
@@ -97,8 +111,9 @@ class TrafficModel(KindModel):
         load = flow / (capacity * self.size)
         occupancy = 2.0 + 48.0 * load**2 * (1.0 + share) + 1.5 * self.noise(moment, _CH_OCC)
         congestion = min(1.0, max(0.0, occupancy) / 60.0)
-        speed_limit = free_speed * (0.85 + 0.3 * uniform(self.key, 1))
-        speed = speed_limit * (1.0 - 0.8 * congestion) * (1.0 + 0.04 * self.noise(moment, 13))
+        speed = (
+            self.free_flow_kmh * (1.0 - 0.8 * congestion) * (1.0 + 0.04 * self.noise(moment, 13))
+        )
         return {
             "vehicle_count": vehicles,
             "interval_s": interval_s,

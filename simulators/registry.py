@@ -7,7 +7,7 @@ real ones. A device registered earlier gets a fresh login (the API shows a passw
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final
@@ -39,8 +39,15 @@ class RegistrationResult:
 class _Registrar:
     """Registers devices one request at a time each, ``concurrency`` at once."""
 
-    def __init__(self, client: httpx.AsyncClient, api_url: str, concurrency: int) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        api_url: str,
+        concurrency: int,
+        metadata: Mapping[str, Mapping[str, Any]],
+    ) -> None:
         self._client = client
+        self._metadata = metadata
         self._api_url = api_url
         self._limit = asyncio.Semaphore(concurrency)
         self.created = 0
@@ -64,7 +71,8 @@ class _Registrar:
 
     async def register(self, device: SimDevice) -> None:
         async with self._limit:
-            response = await self._post(device, DEVICES_PATH, device.registration())
+            body = device.registration(self._metadata.get(device.device_id))
+            response = await self._post(device, DEVICES_PATH, body)
             if response.status_code == HTTPStatus.CONFLICT:
                 self.existing += 1
                 path = CREDENTIALS_PATH.format(device_id=device.device_id)
@@ -88,10 +96,12 @@ async def register_devices(
     concurrency: int = DEFAULT_CONCURRENCY,
     timeout_s: float = 10.0,
     transport: httpx.AsyncBaseTransport | None = None,
+    metadata: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RegistrationResult:
-    """``POST /api/v1/devices`` for every device, ``concurrency`` at a time: 201 created and
-    409 already registered are both fine (the latter then gets a new login from
-    ``POST .../credentials``); any other answer raises ``RegistrationError``."""
+    """``POST /api/v1/devices`` for every device, ``concurrency`` at a time, with
+    ``metadata[device_id]`` in its metadata: 201 created and 409 already registered are both
+    fine (the latter then gets a new login from ``POST .../credentials``; its metadata stays
+    as registered); any other answer raises ``RegistrationError``."""
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -102,7 +112,7 @@ async def register_devices(
         transport=transport,
         limits=httpx.Limits(max_connections=concurrency),
     ) as client:
-        registrar = _Registrar(client, api_url, concurrency)
+        registrar = _Registrar(client, api_url, concurrency, metadata or {})
         try:
             async with asyncio.TaskGroup() as group:
                 for device in devices:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import csv
 import gzip
+import itertools
 import math
 import re
+import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -211,6 +213,19 @@ class Replay(Simulation):
         self._end = end
         self._shift: timedelta | None = None
         self._started_at: float | None = None
+
+    def registry_metadata(self) -> dict[str, dict[str, Any]]:
+        """Each station's reading period: the median spacing of its recorded readings."""
+        periods: dict[str, dict[str, Any]] = {}
+        for device_id, readings in self.recording.readings.items():
+            gaps = [
+                (later.ts - earlier.ts).total_seconds()
+                for earlier, later in itertools.pairwise(readings)
+            ]
+            positive = [gap for gap in gaps if gap > 0]
+            if positive:
+                periods[device_id] = {"expected_interval_s": statistics.median(positive)}
+        return periods
 
     @property
     def duration_s(self) -> float:

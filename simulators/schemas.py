@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,14 +28,15 @@ class SimDevice(BaseModel):
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
 
-    def registration(self) -> dict[str, Any]:
-        """The body of ``POST /api/v1/devices`` that registers this device."""
+    def registration(self, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The body of ``POST /api/v1/devices`` that registers this device, with what the
+        simulation knows of it (its reading period, a road's free-flow speed) in metadata."""
         return {
             "device_id": self.device_id,
             "kind": self.kind.value,
             "district": self.district.value,
             "location": {"lat": self.lat, "lon": self.lon},
-            "metadata": {"simulated": True},
+            "metadata": {"simulated": True, **(metadata or {})},
         }
 
 

@@ -28,7 +28,7 @@ from core.mqtt import (
 from devices.contract import Kind, status_topic, telemetry_topic
 from devices.schemas import MqttLogin
 from simulators.faults import DeviceFaults, Drop, FaultMode, FaultPlan, Send, Step
-from simulators.models import DeviceStream, EnergyModel, format_ts
+from simulators.models import DeviceStream, EnergyModel, format_ts, make_model
 from simulators.randomness import stable_key, uniform
 from simulators.registry import register_devices
 from simulators.schemas import SimDevice, SimulationPlan, SimulationStats
@@ -124,6 +124,18 @@ class Simulation:
         self._running = False
         self._publishing: asyncio.Task[None] | None = None
 
+    def registry_metadata(self) -> dict[str, dict[str, Any]]:
+        """Per device, what the registry should know: its reading period in reading time
+        (``expected_interval_s``, what completeness counts against) and what its value model
+        says (a road's ``free_flow_kmh``)."""
+        return {
+            device.device_id: {
+                "expected_interval_s": self.plan.time_step_s,
+                **make_model(device, self.plan.seed).registry_metadata(),
+            }
+            for device in self.devices
+        }
+
     @property
     def stopping(self) -> bool:
         """Whether ``stop`` has been called."""
@@ -145,7 +157,10 @@ class Simulation:
         try:
             if register:
                 registered = await register_devices(
-                    self.settings.simulator.api_url, self.devices, api_key=self._api_key
+                    self.settings.simulator.api_url,
+                    self.devices,
+                    api_key=self._api_key,
+                    metadata=self.registry_metadata(),
                 )
                 self._logins = registered.logins
             fleet = [self._prepare(device) for device in self.devices]

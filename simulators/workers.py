@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
 from types import FrameType
-from typing import Final
+from typing import Final, Protocol
 
 import structlog
 import uvloop
@@ -32,6 +32,17 @@ from simulators.service import Simulation, SimulationError
 
 log = structlog.get_logger(__name__)
 
+
+class EventLike(Protocol):
+    """A flag another process may set (multiprocessing's Event)."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -42,9 +53,10 @@ async def run_until_stopped(
     live: bool,
     log_every_s: float,
     signals: Sequence[signal.Signals] = STOP_SIGNALS,
+    stop_requested: EventLike | None = None,
 ) -> None:
-    """Run with a progress display; the first stop signal shuts the devices down cleanly, a
-    second one aborts."""
+    """Run with a progress display; the first stop signal (or ``stop_requested`` being set)
+    shuts the devices down cleanly, a second signal aborts."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
 
@@ -57,8 +69,17 @@ async def run_until_stopped(
         log.info("stop requested; shutting the devices down cleanly")
         simulation.stop()
 
+    async def stop_when_requested(event: EventLike) -> None:
+        await asyncio.to_thread(event.wait)
+        if not simulation.stopping:
+            log.info("stop requested; shutting the devices down cleanly")
+            simulation.stop()
+
     for sig in signals:
         loop.add_signal_handler(sig, on_signal)
+    watcher = None
+    if stop_requested is not None:
+        watcher = asyncio.create_task(stop_when_requested(stop_requested))
     done = asyncio.Event()
     reporter = asyncio.create_task(
         show_live(simulation.stats, simulation.plan, done)
@@ -71,6 +92,9 @@ async def run_until_stopped(
         done.set()
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
+        if stop_requested is not None and watcher is not None:
+            stop_requested.set()  # this worker's own flag: lets the waiting thread go
+            await watcher
         for sig in signals:
             loop.remove_signal_handler(sig)
 
@@ -98,9 +122,11 @@ def deal(fleet: Sequence[SimDevice], processes: int) -> list[list[SimDevice]]:
     return [list(fleet[worker::processes]) for worker in range(processes)]
 
 
-def _work(job: ShardJob, results: Connection) -> None:
+def _work(job: ShardJob, results: Connection, stop_requested: EventLike) -> None:
     """A worker process: the terminal's Ctrl-C reaches the whole process group, so workers
-    ignore SIGINT and stop on the SIGTERM their parent forwards (once: clean; twice: abort)."""
+    ignore SIGINT. Their parent asks them to stop by setting ``stop_requested`` (a worker still
+    starting up sees it once it runs; a signal then would kill it unreported), and aborts them
+    with SIGTERM."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, process="simulator")
@@ -125,6 +151,7 @@ def _work(job: ShardJob, results: Connection) -> None:
                 live=False,
                 log_every_s=job.log_every_s,
                 signals=(signal.SIGTERM,),
+                stop_requested=stop_requested,
             )
         )
     except SimulationError as exc:  # counted; any other failure ends the worker unreported
@@ -152,25 +179,37 @@ def add_up(shares: Sequence[SimulationStats]) -> SimulationStats:
 
 
 def run_sharded(jobs: Sequence[ShardJob]) -> SimulationStats:
-    """Run each job in a process of its own until all end; SIGINT or SIGTERM here is passed on
-    to every worker as SIGTERM. A worker that dies without reporting counts as an error."""
+    """Run each job in a process of its own until all end; the first SIGINT or SIGTERM here
+    asks every worker to stop cleanly, a second one aborts them with SIGTERM. A worker that
+    dies without reporting counts as an error."""
     context = multiprocessing.get_context("spawn")  # no forked event loop or sockets
-    workers = []
-    for job in jobs:
-        receiving, sending = context.Pipe(duplex=False)
-        process = context.Process(target=_work, args=(job, sending), name=f"sim-{job.worker}")
-        process.start()
-        sending.close()
-        workers.append((process, receiving))
+    stops = [context.Event() for _ in jobs]
+    workers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        log.info("stop requested; passing it on to the workers", workers=len(workers))
+        if not all(stop.is_set() for stop in stops):
+            log.info("stop requested; passing it on to the workers", workers=len(jobs))
+            for stop in stops:
+                stop.set()
+            return
+        log.warning("second stop signal: aborting the workers", workers=len(workers))
         for process, _ in workers:
             if process.is_alive() and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    log.info(
+        "simulator workers starting",
+        workers=len(jobs),
+        devices=sum(len(job.devices) for job in jobs),
+    )
+    for job, stop in zip(jobs, stops, strict=True):
+        receiving, sending = context.Pipe(duplex=False)
+        worker = context.Process(target=_work, args=(job, sending, stop), name=f"sim-{job.worker}")
+        worker.start()
+        sending.close()
+        workers.append((worker, receiving))
     shares: list[SimulationStats] = []
     try:
         for process, receiving in workers:

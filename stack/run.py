@@ -14,11 +14,9 @@ import argparse
 import asyncio
 import os
 import secrets
-import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 
 import httpx
 
@@ -38,7 +36,7 @@ from stack.services import (
     StandbyCluster,
     port_open,
 )
-from stack.supervisor import Supervisor
+from stack.supervisor import StopSignals, Supervisor
 from stack.tls import make_certificates
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -294,14 +292,7 @@ def main() -> None:
     if port_open(settings.api.port, settings.api.host):
         sys.exit(f"port {settings.api.port} is taken; set ALATAU_API__PORT to another one")
     stack = Stack(args.devices_per_kind, args.rate, args.edge, api_url, standby=args.standby)
-    stopping = False
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop = StopSignals()
     try:
         stack.start_services()
         stack.migrate()
@@ -311,7 +302,7 @@ def main() -> None:
         say(f"Console:   {api_url}/#key={key}")
         say(f"development admin API key (Authorization: Bearer ...): {key}")
         say(f"simulated city: {args.devices_per_kind * 3} devices; Ctrl-C stops everything")
-        stack.supervisor.run_until(lambda: stopping)
+        stack.supervisor.run_until(lambda: stop.requested)
     except ServiceError as exc:
         say(f"error: {exc}")
         raise SystemExit(1) from exc

@@ -9,10 +9,24 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import structlog
 
 log = structlog.get_logger(__name__)
+
+
+class StopSignals:
+    """SIGINT and SIGTERM ask the stack to stop; it stops at its next check, in its own time,
+    so that every child it started is stopped too."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGINT, self._request)
+        signal.signal(signal.SIGTERM, self._request)
+
+    def _request(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Final
 
-import orjson
 from fastapi import APIRouter, Depends, Path, Query, status
 from fastapi.responses import StreamingResponse
 
@@ -26,6 +25,7 @@ from api.dependencies import AlertFeedDep, PoolDep, SettingsDep
 from api.keys.schemas import Role
 from api.responses import AUTH, INVALID, conflict, not_found
 from api.schemas import ErrorBody
+from core import timestamps
 from devices.contract import utc_now
 
 # Reading needs any key; rule changes need an admin and acknowledging an operator.
@@ -78,7 +78,7 @@ async def _alert_stream(
             if await mailbox.wait(heartbeat_s):
                 yield b"".join(sse.event("alert", data) for data in mailbox.take())
             else:
-                yield sse.event("heartbeat", orjson.dumps({"ts": utc_now()}))
+                yield sse.event("heartbeat", timestamps.dumps({"ts": utc_now()}))
     finally:
         feed.unsubscribe(mailbox)
 

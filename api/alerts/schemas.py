@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.timestamps import UtcTimestamp
 from devices.contract import METRICS_BY_NAME, District, Kind
 
 # Far beyond any useful alert, and far within what the evaluator can look back from now() (a
@@ -86,8 +86,8 @@ class RulePatch(BaseModel):
 
 class Rule(RuleFields):
     rule_id: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcTimestamp
+    updated_at: UtcTimestamp
 
 
 class RuleList(BaseModel):
@@ -103,11 +103,11 @@ class Alert(BaseModel):
     state: AlertState
     value: float | None = Field(description="the metric's value when the alert opened")
     message: str
-    opened_at: datetime
-    acknowledged_at: datetime | None
+    opened_at: UtcTimestamp
+    acknowledged_at: UtcTimestamp | None
     acknowledged_by: str | None
-    resolved_at: datetime | None
-    updated_at: datetime
+    resolved_at: UtcTimestamp | None
+    updated_at: UtcTimestamp
 
 
 class AlertList(BaseModel):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from core.timestamps import UtcTimestamp
 
 
 class Role(StrEnum):
@@ -44,9 +45,9 @@ class ApiKey(BaseModel):
     key_id: str
     name: str
     role: Role
-    created_at: datetime
+    created_at: UtcTimestamp
     created_by: str | None = Field(description="name of the key that issued it; null from the CLI")
-    revoked_at: datetime | None
+    revoked_at: UtcTimestamp | None
 
 
 class IssuedApiKey(ApiKey):

@@ -24,6 +24,7 @@ from api.live import metrics
 from api.live.hub import LiveHub, Subscriber
 from api.live.schemas import LiveFilter, LiveReading
 from api.responses import AUTH, INVALID
+from core import timestamps
 from core.config import LiveSettings
 from core.errors import AppError, Unavailable
 from devices.contract import District, Kind, utc_now
@@ -87,7 +88,7 @@ async def _sse_stream(
                     for item in subscriber.take()
                 )
             elif time.monotonic() < deadline:
-                yield sse.event("heartbeat", orjson.dumps({"ts": utc_now()}))
+                yield sse.event("heartbeat", timestamps.dumps({"ts": utc_now()}))
         hint = orjson.dumps({"after_ms": settings.reconnect_ms})
         yield sse.retry(settings.reconnect_ms) + sse.event("reconnect", hint)
     finally:
@@ -145,7 +146,7 @@ async def _ws_send(
             for item in subscriber.take():
                 await websocket.send_text(_ws_message("reading", hub.event_id(item.seq), item.data))
         elif time.monotonic() < deadline:
-            await websocket.send_text(_ws_message("heartbeat", None, orjson.dumps(utc_now())))
+            await websocket.send_text(_ws_message("heartbeat", None, timestamps.dumps(utc_now())))
     hint = orjson.dumps(settings.reconnect_ms)
     await websocket.send_text(_ws_message("reconnect", None, hint, b"after_ms"))
     await websocket.close(WS_GOING_AWAY, "maximum connection lifetime; reconnect")

@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from api.schemas import Values
+from core import timestamps
 from devices.contract import District, Kind
 
 
@@ -63,4 +62,4 @@ class LiveReading:
             "received_at": received_at,
             "values": values,
         }
-        return orjson.dumps(document)
+        return timestamps.dumps(document)

@@ -4,7 +4,6 @@ the same validation as ingest, and a registry cache; readings go to the hub."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Coroutine
 from datetime import timedelta
@@ -19,6 +18,7 @@ from api.live.hub import LiveHub
 from api.live.sources import AmqpSource, LiveSource, MqttSource
 from core.config import Settings
 from core.db import DATABASE_UNAVAILABLE
+from core.tasks import TaskSet
 from devices.contract import Kind, metric_names
 from devices.contract import utc_now as now
 from devices.service import DeviceDirectory
@@ -52,7 +52,7 @@ class LiveService:
         )
         self._unresolved: dict[str, ParsedMessage] = {}
         self._resolve = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         name = f"{settings.live.client_id_prefix}-{self.replica_id}"
         self.source: LiveSource
         if settings.edge.broker == "rabbitmq":
@@ -73,19 +73,12 @@ class LiveService:
         log.info("live feed started", replica=self.replica_id, edge=self._settings.edge.broker)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        """Run ``work`` until it ends or the service stops; a finished task is let go at once
-        (a reconnect refills the snapshot each time, and must not pile up tasks)."""
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Run ``work`` until it ends or the service stops (a reconnect refills the snapshot
+        each time; its task is let go when it finishes)."""
+        self._tasks.spawn(work, name)
 
     async def stop(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.cancel()
         await self.source.stop()
 
     # --- registry and snapshot ----------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection
 from typing import Any, Final, Protocol
 
 import aiormq
@@ -25,7 +25,8 @@ from yarl import URL
 
 from api.live.schemas import LiveFilter
 from core.config import Settings
-from core.mqtt import RECONNECT_DELAY_S, connect, make_client
+from core.mqtt import connect, connect_when_possible, make_client
+from core.tasks import TaskSet
 from devices.contract import TOPIC_ROOT
 
 log = structlog.get_logger(__name__)
@@ -63,24 +64,6 @@ def routing_keys(filters: Collection[LiveFilter]) -> set[str]:
     return keys
 
 
-class _Tasks:
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def cancel(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 class MqttSource:
     """Every telemetry topic of a Mosquitto broker, on a clean session of this replica."""
 
@@ -91,7 +74,7 @@ class MqttSource:
         self._on_message = on_message
         self._on_gap = on_gap
         self._subscribed = asyncio.Event()
-        self._tasks = _Tasks()
+        self._tasks = TaskSet()
         self.client = make_client(self._endpoint, client_id)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
@@ -104,19 +87,11 @@ class MqttSource:
         except (OSError, TimeoutError) as exc:
             # The REST API must not depend on the broker: serve, and keep trying to subscribe.
             log.warning("live feed cannot reach the broker yet", error=repr(exc))
-            self._tasks.spawn(self._connect_later(), "live-connect")
+            self._tasks.spawn(
+                connect_when_possible(self.client, self._endpoint, "live feed"), "live-connect"
+            )
             return
         log.info("live feed subscribed")
-
-    async def _connect_later(self) -> None:
-        while True:
-            await asyncio.sleep(RECONNECT_DELAY_S)
-            try:
-                await connect(self.client, self._endpoint)
-            except OSError as exc:
-                log.warning("live feed still cannot reach the broker", error=repr(exc))
-            else:
-                return
 
     async def stop(self) -> None:
         await self._tasks.cancel()
@@ -163,7 +138,7 @@ class AmqpSource:
         self._wanted: set[str] = set()
         self._bound: set[str] = set()
         self._changed = asyncio.Event()
-        self._tasks = _Tasks()
+        self._tasks = TaskSet()
         self.ready = asyncio.Event()
 
     async def start(self) -> None:

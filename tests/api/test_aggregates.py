@@ -142,9 +142,9 @@ async def test_day_buckets_start_at_almaty_midnight(
     body = (await client.get(f"/api/v1/devices/{device_id}/aggregates", params=params)).json()
     # Almaty is UTC+5 all year since March 2024: its midnight is 19:00 UTC the day before.
     assert [i["bucket_start"] for i in body["items"]] == [
-        "2025-03-08T19:00:00Z",
-        "2025-03-09T19:00:00Z",
-        "2025-03-10T19:00:00Z",
+        "2025-03-09T00:00:00.000000+05:00",
+        "2025-03-10T00:00:00.000000+05:00",
+        "2025-03-11T00:00:00.000000+05:00",
     ]
     assert sum(i["count"] for i in body["items"]) == len(rows)
 
@@ -158,7 +158,7 @@ async def test_month_buckets_start_on_the_first_in_almaty(
     body = (await client.get(f"/api/v1/devices/{device_id}/aggregates", params=params)).json()
     assert [{k: i[k] for k in ("bucket_start", "value", "count")} for i in body["items"]] == [
         {
-            "bucket_start": "2025-02-28T19:00:00Z",
+            "bucket_start": "2025-03-01T00:00:00.000000+05:00",
             "value": sum(r["vehicle_count"] for r in rows) + 2000,
             "count": len(rows) + 2,
         }

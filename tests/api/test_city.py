@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
 
 from devices.contract import District, Kind
+from rollups import service as rollups
 from tests.api.conftest import insert_readings, parse_ts
 from tests.support import register
 
 AT = datetime(2024, 7, 10, 12, 0, tzinfo=UTC)  # 17:00 in Almaty; no other test writes July 2024
+
+
+async def expected_readings(
+    pool: asyncpg.Pool, kind: Kind, district: District, seconds: float
+) -> float:
+    """Readings the district's devices of a kind should send in ``seconds``: each device's
+    metadata.expected_interval_s, else the default 60 s (what coverage counts against)."""
+    intervals = await pool.fetch(
+        "SELECT metadata->>'expected_interval_s' AS interval FROM devices"
+        " WHERE kind = $1 AND district = $2",
+        kind.value,
+        district.value,
+    )
+    return sum(seconds / float(row["interval"] or 60) for row in intervals)
 
 
 async def test_gaps_are_filled_on_request_and_completeness_uses_the_expected_rate(
@@ -76,14 +92,58 @@ async def test_fn_must_suit_the_metric(client: httpx.AsyncClient) -> None:
         assert response.json()["error"] in {"invalid_fn", "unknown_metric"}
 
 
+async def check_windows(db_pool: asyncpg.Pool, district: District, body: dict[str, Any]) -> None:
+    """The district summary's traffic figures and every figure's window and coverage."""
+    # 120 readings in 20 hours: the 24 h figure says it covers 120 of the 144 this device
+    # should have sent (fewer still if other tests registered air devices in the district).
+    air_day = await expected_readings(db_pool, Kind.AIR, district, 86400)
+    assert body["air"]["windows"]["aqi"] == {
+        "start": "2024-07-09T12:00:00.000000Z",
+        "end": "2024-07-10T12:00:00.000000Z",
+        "seconds": 86400.0,
+        "coverage": round(120 / air_day, 4),
+    }
+    assert air_day >= 144
+    assert body["air"]["pollutants"]["no2"]["window"]["seconds"] == 3600.0
+    air_hour = await expected_readings(db_pool, Kind.AIR, district, 3600)
+    assert body["air"]["pollutants"]["no2"]["window"]["coverage"] == round(6 / air_hour, 4)
+    traffic = body["traffic"]
+    assert traffic["free_flow_kmh"] == 60.0
+    assert traffic["avg_speed_kmh"] == 60.0  # (30 + 90) / 2: both roads
+    assert traffic["congestion"] == 0.5  # only the road with a free-flow speed: 1 - 30 / 60
+    assert traffic["congestion_devices"] == 1
+    assert traffic["vehicles_per_hour"] == 60
+    # In 15 minutes each of these roads is expected to read 1.5 times; congestion counts only
+    # the roads with a free-flow speed (here, only this one: 1 reading of 1.5).
+    roads = await expected_readings(db_pool, Kind.TRAFFIC, district, 900)
+    assert traffic["windows"]["avg_speed_kmh"]["coverage"] == round(2 / roads, 4)
+    assert traffic["windows"]["congestion"]["coverage"] == round(1 / 1.5, 4)
+    assert traffic["windows"]["vehicles_per_hour"]["seconds"] == 3600.0
+    hour = await expected_readings(db_pool, Kind.TRAFFIC, district, 3600)
+    assert traffic["windows"]["vehicles_per_hour"]["coverage"] == round(6 / hour, 4)
+    energy_windows = body["energy"]["windows"]
+    assert energy_windows["load_kw"]["seconds"] == 900.0
+    assert energy_windows["consumption_today_kwh"]["start"] == "2024-07-09T19:00:00.000000Z"
+    assert body["energy"]["load_kw"] == 5.0
+
+
 async def test_district_summary_computes_aqi_congestion_and_energy_load(
     client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
 ) -> None:
     district = District.GOLDEN
     air, road, meter = f"kpi-air-{unique}", f"kpi-road-{unique}", f"kpi-meter-{unique}"
-    await register(db_pool, air, Kind.AIR, district)
-    await register(db_pool, road, Kind.TRAFFIC, district)
-    await register(db_pool, meter, Kind.ENERGY, district)
+    other_road = f"kpi-road-unset-{unique}"
+    # Every device reads every 10 minutes; the road is commissioned with its free-flow speed,
+    # the other road without one (it counts in the speed, not in the congestion).
+    await db_pool.executemany(
+        "INSERT INTO devices (device_id, kind, district, metadata) VALUES ($1, $2, $3, $4)",
+        [
+            (air, "air", district.value, {"expected_interval_s": 600}),
+            (road, "traffic", district.value, {"expected_interval_s": 600, "free_flow_kmh": 60}),
+            (other_road, "traffic", district.value, {"expected_interval_s": 600}),
+            (meter, "energy", district.value, {"expected_interval_s": 600}),
+        ],
+    )
     steps = [AT - timedelta(hours=20) + timedelta(minutes=10 * i) for i in range(120)]
     await insert_readings(
         db_pool,
@@ -106,6 +166,12 @@ async def test_district_summary_computes_aqi_congestion_and_energy_load(
             for ts in recent
         ],
     )
+    await insert_readings(
+        db_pool,
+        Kind.TRAFFIC,
+        other_road,
+        [{"ts": AT - timedelta(minutes=10), "avg_speed_kmh": 90.0}],
+    )
     # The register resets once during the day: consumption counts from the reset, never below 0.
     registers = [100.0 + i if i < 100 else float(i - 100) for i in range(len(steps))]
     await insert_readings(
@@ -126,11 +192,7 @@ async def test_district_summary_computes_aqi_congestion_and_energy_load(
     assert body["air"]["dominant"] == "pm10"
     assert body["air"]["category"] == "moderate"
     assert body["air"]["pollutants"]["pm2_5"]["sub_index"] == 56
-    assert body["traffic"]["free_flow_kmh"] == 60.0
-    assert body["traffic"]["avg_speed_kmh"] == 30.0
-    assert body["traffic"]["congestion"] == 0.5
-    assert body["traffic"]["vehicles_per_hour"] == 60
-    assert body["energy"]["load_kw"] == 5.0
+    await check_windows(db_pool, district, body)
     midnight = datetime(2024, 7, 9, 19, 0, tzinfo=UTC)
     today = [r for ts, r in zip(steps, registers, strict=True) if ts >= midnight]
     before = [r for ts, r in zip(steps, registers, strict=True) if ts < midnight][-1]
@@ -164,3 +226,149 @@ async def test_energy_load_sums_each_meters_power_and_ignores_silent_meters(
     )
     assert response.status_code == 200, response.text
     assert response.json()["energy"]["load_kw"] == 8.0
+
+
+async def test_an_areas_rate_is_its_flow_the_sum_of_its_detectors_rates(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    start = datetime(2024, 10, 8, 6, 0, tzinfo=UTC)  # no other test writes October 2024
+    district = District.GROWING
+    # Two roads counting every minute: 10 and 5 vehicles a minute, so 600 and 300 an hour.
+    for name, per_minute in (("fast", 10), ("slow", 5)):
+        road = f"flow-{name}-{unique}"
+        await register(db_pool, road, Kind.TRAFFIC, district)
+        await insert_readings(
+            db_pool,
+            Kind.TRAFFIC,
+            road,
+            [
+                {
+                    "ts": start + timedelta(minutes=m),
+                    "vehicle_count": per_minute,
+                    "interval_s": 60.0,
+                }
+                for m in range(60)
+            ],
+        )
+    params = {
+        "metric": "vehicle_count",
+        "bucket": "1h",
+        "from": start.isoformat(),
+        "to": (start + timedelta(hours=1)).isoformat(),
+    }
+    url = f"/api/v1/districts/{district.value}/aggregates"
+    rate = (await client.get(url, params=params | {"fn": "rate"})).json()
+    total = (await client.get(url, params=params | {"fn": "sum"})).json()
+    assert rate["unit"] == "vehicles/h"
+    assert [i["value"] for i in rate["items"]] == [900.0]
+    # Over a whole hour of complete data, the flow is the hour's count.
+    assert [i["value"] for i in total["items"]] == [900]
+
+
+async def test_completeness_is_a_fraction_even_when_a_device_reports_faster_than_declared(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    device_id = f"fast-{unique}"
+    # Registered without a reading period: the default (60 s) applies, but it sends every second.
+    await register(db_pool, device_id, Kind.AIR, District.GATE)
+    start = datetime(2024, 10, 9, 6, 0, tzinfo=UTC)
+    await insert_readings(
+        db_pool,
+        Kind.AIR,
+        device_id,
+        [{"ts": start + timedelta(seconds=s), "pm10": 1.0} for s in range(120)],
+    )
+    params = {
+        "metric": "pm10",
+        "bucket": "1m",
+        "fn": "count",
+        "from": start.isoformat(),
+        "to": (start + timedelta(minutes=3)).isoformat(),
+        "fill": "true",
+    }
+    items = (await client.get(f"/api/v1/devices/{device_id}/aggregates", params=params)).json()
+    assert [(i["count"], i["completeness"]) for i in items["items"]] == [
+        (60, 1.0),
+        (60, 1.0),
+        (0, 0.0),
+    ]
+
+
+async def test_congestion_on_a_fresh_city_uses_the_roads_configured_free_flow_speed(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    at = datetime(2024, 11, 5, 8, 0, tzinfo=UTC)  # no other test writes November 2024
+    road = f"fresh-road-{unique}"
+    await db_pool.execute(
+        "INSERT INTO devices (device_id, kind, district, metadata) VALUES ($1, 'traffic', $2, $3)",
+        road,
+        District.GATE.value,
+        {"free_flow_kmh": 60, "expected_interval_s": 60},
+    )
+    # Ten minutes of data, all of it in a jam: the fastest hour seen is the jam itself, so only
+    # the configured speed can say this road is congested.
+    await insert_readings(
+        db_pool,
+        Kind.TRAFFIC,
+        road,
+        [
+            {
+                "ts": at - timedelta(minutes=m),
+                "avg_speed_kmh": 15.0,
+                "vehicle_count": 2,
+                "interval_s": 60.0,
+            }
+            for m in range(1, 11)
+        ],
+    )
+    body = (
+        await client.get("/api/v1/districts/gate/summary", params={"at": at.isoformat()})
+    ).json()
+    mine = body["traffic"]
+    assert mine["congestion"] == 0.75
+    assert mine["free_flow_kmh"] == 60.0
+    expected = await expected_readings(db_pool, Kind.TRAFFIC, District.GATE, 3600)
+    assert mine["windows"]["vehicles_per_hour"]["coverage"] == round(10 / expected, 4)
+    assert mine["vehicles_per_hour"] == 120.0
+
+
+async def test_a_road_without_a_configured_speed_learns_one_from_a_day_of_history(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    at = datetime(2024, 12, 10, 6, 0, tzinfo=UTC)  # no other test writes December 2024
+    learned, young = f"learn-{unique}", f"learn-young-{unique}"
+    for road in (learned, young):
+        await register(db_pool, road, Kind.TRAFFIC, District.GREEN)
+    # 30 hours of history: 20 at 40 km/h, 10 (the night) at 70; the 85th percentile is 70.
+    history = [
+        {"ts": at - timedelta(hours=h, minutes=30), "avg_speed_kmh": 70.0 if h <= 10 else 40.0}
+        for h in range(1, 31)
+    ]
+    await insert_readings(
+        db_pool,
+        Kind.TRAFFIC,
+        learned,
+        [*history, {"ts": at - timedelta(minutes=5), "avg_speed_kmh": 35.0}],
+    )
+    # Ten hours are not enough to learn from: this road stays out of the congestion.
+    await insert_readings(
+        db_pool,
+        Kind.TRAFFIC,
+        young,
+        [
+            *(
+                {"ts": at - timedelta(hours=h, minutes=30), "avg_speed_kmh": 50.0}
+                for h in range(1, 11)
+            ),
+            {"ts": at - timedelta(minutes=5), "avg_speed_kmh": 10.0},
+        ],
+    )
+    await rollups.roll_up(db_pool)
+    body = (
+        await client.get("/api/v1/districts/green/summary", params={"at": at.isoformat()})
+    ).json()
+    traffic = body["traffic"]
+    assert traffic["avg_speed_kmh"] == 22.5
+    assert traffic["free_flow_kmh"] == 70.0
+    assert traffic["congestion"] == 0.5
+    assert traffic["congestion_devices"] == 1

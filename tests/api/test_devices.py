@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import httpx
 
 
@@ -181,3 +182,38 @@ async def test_delete_disables_and_keeps_the_device(client: httpx.AsyncClient, u
     fetched = (await client.get(f"/api/v1/devices/{device_id}")).json()
     assert fetched["enabled"] is False
     assert fetched["metadata"] == {"model": "AQ-7", "floor": 2}
+
+
+async def test_search_matches_id_district_and_name_with_the_other_filters(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    rows = [
+        (f"srch-{unique}-a", "air", "green", {"name": f"Abay Avenue {unique}"}),
+        (f"srch-{unique}-b", "traffic", "green", {}),
+        (f"srch-{unique}-c", "traffic", "gate", {"name": "Kapchagay road"}),
+    ]
+    await db_pool.executemany(
+        "INSERT INTO devices (device_id, kind, district, metadata) VALUES ($1, $2, $3, $4)", rows
+    )
+
+    async def found(**params: Any) -> list[str]:
+        response = await client.get("/api/v1/devices", params={"limit": 500, **params})
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert page["total"] >= len(page["items"])
+        return [d["device_id"] for d in page["items"] if d["device_id"].startswith("srch-")]
+
+    ids = [row[0] for row in rows]
+    assert await found(q=f"SRCH-{unique}") == ids
+    assert await found(q=f"abay avenue {unique}") == ids[:1]
+    assert await found(q=f"{unique}-B") == ids[1:2]
+    assert await found(q=f"srch-{unique}", kind="traffic") == ids[1:]
+    assert await found(q=f"srch-{unique}", district="gate") == ids[2:]
+    # LIKE's wildcards are plain characters in a search.
+    assert await found(q=f"srch-{unique}%") == []
+    assert await found(q=f"srch_{unique}") == []
+    total = (await client.get("/api/v1/devices", params={"q": f"srch-{unique}", "limit": 1})).json()
+    assert total["total"] == 3
+    assert len(total["items"]) == 1
+    empty = await client.get("/api/v1/devices", params={"q": ""})
+    assert empty.status_code == 422

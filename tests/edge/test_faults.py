@@ -142,11 +142,17 @@ async def test_kill_9_of_a_node_loses_no_acknowledged_reading(
         INGEST_QUEUE,
         lambda kept: all(wanted[n] <= s for n, s in received_by_device(kept).items()),
         keep=lambda m: (m.routing_key or "").split(".")[2] in wanted,
-        timeout_s=60,
+        # Returns as soon as every acknowledged reading is there; the limit is for a loaded
+        # machine, where a restarted node's queue replica and the drain both run slowly.
+        timeout_s=180,
     )
     received = received_by_device(messages)
     for name, acked in wanted.items():
-        assert acked - received[name] == set(), f"{name}: acknowledged readings lost"
+        missing = acked - received[name]
+        assert missing == set(), (
+            f"{name}: {len(missing)} of {len(acked)} acknowledged readings lost"
+            f" (drained {len(received[name])})"
+        )
     duplicates = len(messages) - sum(len(s) for s in received.values())
     logging.getLogger(__name__).warning(
         "kill -9 of %s: dropped after %.3fs, reconnected to another node %.3fs later; "

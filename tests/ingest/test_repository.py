@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 
+from devices import repository as devices_repository
 from devices.contract import Kind
+from devices.schemas import Presence
 from ingest import repository
 from tests.support import register
 
@@ -80,3 +82,32 @@ async def test_minutes_are_marked_in_utc_whatever_the_offset(
     ]
     assert await store(db_pool, batch) == 2
     assert await dirty_minutes(db_pool, device_id) == [START.replace(second=0)]
+
+
+async def test_a_status_received_earlier_never_replaces_a_newer_one(
+    db_pool: asyncpg.Pool, unique: str
+) -> None:
+    """Two batches in flight commit in either order: the device's offline, received after its
+    online, must stay even when the online's batch commits last."""
+    device_id = f"presence-{unique}"
+    await register(db_pool, device_id, Kind.TRAFFIC)
+    online_at = datetime.now(UTC)
+    offline_at = online_at + timedelta(milliseconds=5)
+
+    async def record(status: str, at: datetime, seen: bool = False) -> asyncpg.Record:
+        async with db_pool.acquire() as conn:
+            await devices_repository.record_presence(
+                conn, [Presence(device_id, Kind.TRAFFIC, seen, status, at)]
+            )
+        row = await db_pool.fetchrow(
+            "SELECT status, status_at, last_seen FROM devices WHERE device_id = $1", device_id
+        )
+        assert row is not None
+        return row
+
+    assert (await record("offline", offline_at))["status"] == "offline"
+    late = await record("online", online_at, seen=True)
+    assert (late["status"], late["status_at"]) == ("offline", offline_at)
+    assert late["last_seen"] is not None  # the late batch's readings still count as seen
+    later = await record("online", offline_at + timedelta(seconds=1))
+    assert later["status"] == "online"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,8 @@ from devices.contract import District, Kind, telemetry_topic
 from tests.live.conftest import quick_settings, running_api
 from tests.live.sse import Event, SseClient
 from tests.support import eventually, publish, register
+
+UTC_SPELLING = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 
 
 def reading(value: float, ts: datetime | None = None) -> bytes:
@@ -75,6 +78,9 @@ async def test_a_published_reading_reaches_an_sse_and_a_websocket_client(
         assert data["kind"] == "air"
         assert data["district"] == "green"
         assert data["values"]["pm2_5"] == 42.5
+        # The REST spelling: UTC, Z, six fraction digits (never +00:00 or a bare second).
+        assert UTC_SPELLING.fullmatch(data["ts"]), data["ts"]
+        assert UTC_SPELLING.fullmatch(data["received_at"]), data["received_at"]
     assert event.id is not None
     assert message["id"] == event.id
 
@@ -260,14 +266,20 @@ async def test_heartbeats_and_the_maximum_lifetime_with_a_reconnect_hint(
         kinds = [event.event for event in events]
         assert kinds[0] == "snapshot"
         assert "heartbeat" in kinds
+        beats = [event.json()["ts"] for event in events if event.event == "heartbeat"]
+        assert all(UTC_SPELLING.fullmatch(ts) for ts in beats), beats
         assert kinds[-1] == "reconnect"
         assert events[-1].json() == {"after_ms": 250}
 
         async with websockets.connect(ws_url(url, reader_key, "kind=energy")) as ws:
-            types = []
+            types, ws_beats = [], []
             async for raw in ws:
-                types.append(orjson.loads(raw)["type"])
+                message = orjson.loads(raw)
+                types.append(message["type"])
+                if message["type"] == "heartbeat":
+                    ws_beats.append(message["data"])
             assert ws.close_code == 1001
         assert types[0] == "snapshot"
         assert "heartbeat" in types
+        assert all(UTC_SPELLING.fullmatch(ts) for ts in ws_beats), ws_beats
         assert types[-1] == "reconnect"

@@ -68,7 +68,9 @@ async def from_raw(
     )
     readings: dict[datetime, int] = defaultdict(int)
     values: dict[datetime, list[Any]] = defaultdict(list)
-    windows: dict[datetime, float] = defaultdict(float)
+    # A rate per (bucket, device): counts and counting windows, summed per device first.
+    device_counts: dict[datetime, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    windows: dict[datetime, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     increases: dict[datetime, float] = {}
     previous: dict[str, float | None] = {}
     if fn == "increase":
@@ -78,33 +80,43 @@ async def from_raw(
         readings[bucket] += 1
         raw_value = row["v"]
         if fn == "rate" and row["interval_s"] is not None:
-            windows[bucket] += row["interval_s"]
+            windows[bucket][row["device_id"]] += row["interval_s"]
         if raw_value is None:
             continue
         values[bucket].append(raw_value)
+        device_counts[bucket][row["device_id"]].append(raw_value)
         if fn == "increase":
             prev = previous.get(row["device_id"])
             delta = 0.0 if prev is None else (raw_value - prev if raw_value >= prev else raw_value)
             increases[bucket] = increases.get(bucket, 0.0) + delta
             previous[row["device_id"]] = raw_value
+    if fn == "rate":
+        return [
+            (bucket, readings[bucket], _flow(device_counts[bucket], windows[bucket]))
+            for bucket in sorted(readings)
+        ]
     return [
-        (
-            bucket,
-            readings[bucket],
-            _value(fn, values.get(bucket, []), windows[bucket], increases.get(bucket)),
-        )
+        (bucket, readings[bucket], _value(fn, values.get(bucket, []), increases.get(bucket)))
         for bucket in sorted(readings)
     ]
 
 
-def _value(fn: str, got: list[Any], window_s: float, increase: float | None) -> Any:
-    """``fn`` of a bucket's values (``window_s``: its summed interval_s, for a rate)."""
+def _flow(counts: dict[str, list[Any]], windows: dict[str, float]) -> float | None:
+    """The area's flow in a bucket: the sum of each device's vehicles per hour."""
+    rates = [
+        sum(got) * 3600 / windows[device]
+        for device, got in counts.items()
+        if got and windows.get(device)
+    ]
+    return sum(rates) if rates else None
+
+
+def _value(fn: str, got: list[Any], increase: float | None) -> Any:
+    """``fn`` of a bucket's values."""
     if fn == "count":
         return len(got)
     if not got:
         return None
-    if fn == "rate":
-        return sum(got) * 3600 / window_s if window_s else None
     if fn == "increase":
         return increase
     return _PLAIN[fn](got)

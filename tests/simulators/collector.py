@@ -112,6 +112,15 @@ class Collector:
 
         return await eventually(count, lambda n: n >= total, timeout_s=timeout_s)
 
+    async def wait_for_devices(self, devices: set[str], timeout_s: float = 30.0) -> None:
+        """Wait until every one of ``devices`` has published at least one reading."""
+
+        async def publishing() -> set[str]:
+            return set(self.telemetry())
+
+        seen = await eventually(publishing, lambda seen: devices <= seen, timeout_s=timeout_s)
+        assert devices <= seen, f"never published: {sorted(devices - seen)}"
+
 
 async def retained_statuses(settings: Settings, prefix: str, devices: int) -> dict[str, str]:
     """The retained status of the ``devices`` devices of ``prefix``, as a new subscriber sees it."""

@@ -191,6 +191,30 @@ async def test_two_processes_share_the_fleet_and_publish_what_one_would(
     }
 
 
+async def test_sigterm_while_the_workers_start_still_stops_cleanly(
+    settings: Settings, unique: str
+) -> None:
+    """A stop that comes before a worker process has put its handler in place (it is still
+    importing) must shut that worker down like any other, not kill it unreported."""
+    prefix = f"e{unique}"
+    process = await start_simulator(
+        settings,
+        unique,
+        *("--devices-per-kind", "2", "--rate", "20", "--seed", "7", "--prefix", prefix),
+        *("--processes", "2"),
+    )
+    assert process.stderr is not None
+    early: list[bytes] = []
+    while b"simulator workers starting" not in (line := await process.stderr.readline()):
+        assert line, b"".join(early).decode()
+        early.append(line)
+    process.send_signal(signal.SIGTERM)
+    _, rest = await asyncio.wait_for(process.communicate(), timeout=60)
+    stderr = b"".join([*early, line, rest])
+    assert process.returncode == 0, stderr.decode()
+    assert log_events(stderr)["simulator finished"]["errors"] == 0
+
+
 async def test_sigterm_stops_every_worker_cleanly(settings: Settings, unique: str) -> None:
     prefix = f"w{unique}"
     fleet = build_fleet(2, seed=6, prefix=prefix)
@@ -201,7 +225,8 @@ async def test_sigterm_stops_every_worker_cleanly(settings: Settings, unique: st
             *("--devices-per-kind", "2", "--rate", "20", "--seed", "6", "--prefix", prefix),
             *("--processes", "2"),
         )
-        await collector.wait_for_readings(5 * len(fleet), timeout_s=30)
+        # Every worker publishing (one may take seconds to start on a loaded machine).
+        await collector.wait_for_devices({device.device_id for device in fleet}, timeout_s=60)
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
         assert process.returncode == 0, stderr.decode()

@@ -10,8 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
+from core.config import Settings
+from devices.contract import Kind
 from simulators.fleet import build_fleet
+from simulators.models import TrafficModel
 from simulators.registry import RegistrationError, register_devices
+from simulators.service import Simulation
 
 
 def login(device_id: str, password: str) -> dict[str, str]:
@@ -115,3 +119,32 @@ async def test_an_unreachable_api_is_an_error() -> None:
         await register_devices(
             "http://api.test", build_fleet(1, seed=1), transport=httpx.MockTransport(refuse)
         )
+
+
+async def test_a_simulation_registers_each_devices_reading_period_and_free_flow_speed(
+    settings: Settings,
+) -> None:
+    fleet = build_fleet(3, seed=4)
+    # Two readings a second, at 30x: readings are 15 s apart in reading time.
+    simulation = Simulation(settings, fleet, rate_hz=2.0, seed=4, time_step_s=15.0)
+    api = FakeApi()
+    await register_devices(
+        "http://api.test/",
+        fleet,
+        transport=httpx.MockTransport(api),
+        metadata=simulation.registry_metadata(),
+    )
+    metadata = {body["device_id"]: body["metadata"] for body in api.bodies}
+    assert len(metadata) == len(fleet)
+    for device in fleet:
+        sent = metadata[device.device_id]
+        assert sent["simulated"] is True
+        assert sent["expected_interval_s"] == 15.0
+        if device.kind is Kind.TRAFFIC:
+            # The model's own free-flow speed: its district's, varied by at most 15 % per road.
+            assert sent["free_flow_kmh"] == TrafficModel(device, 4).free_flow_kmh
+            assert 42.0 <= sent["free_flow_kmh"] <= 81.0
+        else:
+            assert "free_flow_kmh" not in sent
+    roads = {metadata[d.device_id]["free_flow_kmh"] for d in fleet if d.kind is Kind.TRAFFIC}
+    assert len(roads) > 1  # each road its own
