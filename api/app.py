@@ -50,23 +50,38 @@ _HTTP_CODES: Final = {
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Open the database pool for the app's lifetime; close it, forcibly if it will not drain."""
+    """Open the database pools for the app's lifetime (the primary's, and the read replica's when
+    ``DATABASE_READ_URL`` is set); close them, forcibly if they will not drain."""
     settings: Settings = app.state.settings
     pool = await create_pool(settings, "api")
-    app.state.pool = pool
-    app.state.key_checker = KeyChecker(pool)
-    app.state.topic_refusals = TopicRefusals()
-    log.info("api started", environment=settings.environment, edge=settings.edge.broker)
+    replica: asyncpg.Pool | None = None
     try:
-        async with _edge(app, settings), realtime(app, settings, pool):
+        if settings.database_read_url is not None:
+            replica = await create_pool(settings, "api-read", url=settings.database_read_url)
+        app.state.pool, app.state.read_pool = pool, replica
+        app.state.key_checker = KeyChecker(pool, replica=replica)
+        app.state.topic_refusals = TopicRefusals()
+        log.info(
+            "api started",
+            environment=settings.environment,
+            edge=settings.edge.broker,
+            read_replica=replica is not None,
+        )
+        async with _edge(app, settings), realtime(app, settings, pool, replica or pool):
             yield
     finally:
-        try:
-            await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("database pool did not drain; terminating its connections")
-            pool.terminate()
+        for each in (replica, pool):
+            if each is not None:
+                await _close(each)
         log.info("api stopped")
+
+
+async def _close(pool: asyncpg.Pool) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("database pool did not drain; terminating its connections")
+        pool.terminate()
 
 
 @asynccontextmanager
@@ -134,6 +149,15 @@ async def _database_gone(_: Request, exc: Exception) -> JSONResponse:
     return _error(503, "database_unavailable", "the database is unavailable; retry shortly")
 
 
+async def _database_conflict(_: Request, exc: Exception) -> JSONResponse:
+    # A read replica cancels a query whose rows its replay must change (SQLSTATE 40001) or
+    # that holds up replay (40P01); the primary, a transaction that lost a race. Retrying works.
+    log.warning("query cancelled by the database", error=repr(exc))
+    return _error(
+        503, "database_conflict", "the database cancelled the query (a conflict); retry shortly"
+    )
+
+
 async def _database_timeout(_: Request, exc: Exception) -> JSONResponse:
     log.warning("database timeout", error=repr(exc))
     return _error(503, "database_timeout", "the database did not answer in time; retry shortly")
@@ -188,6 +212,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     for unavailable in DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, _database_gone)
+    for conflict in (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
+        app.add_exception_handler(conflict, _database_conflict)
     # Only the database is awaited with a deadline in a request: a timeout is a slow query.
     app.add_exception_handler(TimeoutError, _database_timeout)
     app.add_exception_handler(asyncpg.DataError, _unstorable_value)

@@ -29,6 +29,20 @@ def get_pool(connection: HTTPConnection) -> asyncpg.Pool:
     return pool
 
 
+def find_read_replica(connection: HTTPConnection) -> asyncpg.Pool | None:
+    """The pool on ``DATABASE_READ_URL``'s replica, or None where none is set."""
+    pool: asyncpg.Pool | None = getattr(connection.app.state, "read_pool", None)
+    return pool
+
+
+def get_read_pool(
+    primary: Annotated[asyncpg.Pool, Depends(get_pool)],
+    replica: Annotated[asyncpg.Pool | None, Depends(find_read_replica)],
+) -> asyncpg.Pool:
+    """Where reads that tolerate replication lag go: the replica, else the primary's pool."""
+    return replica if replica is not None else primary
+
+
 def get_app_settings(connection: HTTPConnection) -> Settings:
     """The settings the app was created with (tests pass their own)."""
     settings: Settings = connection.app.state.settings
@@ -77,6 +91,8 @@ def get_management(connection: HTTPConnection) -> Management | None:
 
 
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+ReadPoolDep = Annotated[asyncpg.Pool, Depends(get_read_pool)]
+ReplicaDep = Annotated[asyncpg.Pool | None, Depends(find_read_replica)]
 TopicRefusalsDep = Annotated[TopicRefusals, Depends(get_topic_refusals)]
 ManagementDep = Annotated[Management | None, Depends(get_management)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -8,7 +8,7 @@ import uuid
 from typing import Final
 
 import structlog
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,6 +20,13 @@ REQUEST_SECONDS: Final = Histogram(
     "time to serve an HTTP request",
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+READ_REPLICA_UP: Final = Gauge(
+    "alatau_api_read_replica_up", "1 when DATABASE_READ_URL's replica answered the last check"
+)
+READ_REPLICA_LAG: Final = Gauge(
+    "alatau_api_read_replica_lag_seconds",
+    "how far the read replica's replay is behind (0: all it received is replayed)",
 )
 
 REQUEST_ID_HEADER: Final = "x-request-id"

@@ -19,8 +19,11 @@ log = structlog.get_logger(__name__)
 
 
 @contextlib.asynccontextmanager
-async def realtime(app: FastAPI, settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[None]:
-    """Start what is enabled in the settings; stop it in reverse order."""
+async def realtime(
+    app: FastAPI, settings: Settings, pool: asyncpg.Pool, read_pool: asyncpg.Pool
+) -> AsyncIterator[None]:
+    """Start what is enabled in the settings; stop it in reverse order. The alerts write, so
+    they use the primary; the live feed only reads, from ``read_pool`` where it may."""
     tasks: list[asyncio.Task[None]] = []
     live: LiveService | None = None
     if settings.alerts.enabled:
@@ -34,7 +37,7 @@ async def realtime(app: FastAPI, settings: Settings, pool: asyncpg.Pool) -> Asyn
         )
     try:
         if settings.live.enabled:
-            live = LiveService(settings, pool)
+            live = LiveService(settings, pool, read_pool)
             await live.start()
             app.state.live = live
         yield

@@ -33,6 +33,21 @@ async def timescaledb_version(conn: Connection, timeout_s: float) -> str | None:
     return version
 
 
+async def replication_state(conn: Connection, timeout_s: float) -> tuple[bool, float | None]:
+    """Whether the server is a standby, and how far its replay is behind: 0 when it has replayed
+    all the WAL it received, else the age of the newest transaction it replayed (the primary's
+    commit time against this server's clock)."""
+    row = await conn.fetchrow(
+        "SELECT pg_is_in_recovery() AS standby,"
+        " CASE WHEN NOT pg_is_in_recovery() THEN NULL"
+        " WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0.0"
+        " ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS lag_s",
+        timeout=timeout_s,
+    )
+    assert row is not None  # a SELECT without FROM returns one row
+    return bool(row["standby"]), row["lag_s"]
+
+
 # --- readings ---------------------------------------------------------------------------------
 
 _LATEST_OF_DEVICE: Final = {

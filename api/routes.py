@@ -19,6 +19,8 @@ from api.dependencies import (
     LoginsDep,
     ManagementDep,
     PoolDep,
+    ReadPoolDep,
+    ReplicaDep,
     SettingsDep,
     TimeRangeDep,
 )
@@ -77,10 +79,15 @@ operations = APIRouter()
     tags=["health"],
     responses={503: {"model": ErrorBody, "description": "database unreachable"}},
 )
-async def health(pool: PoolDep, settings: SettingsDep, management: ManagementDep) -> Health:
-    """Whether the API can reach the database, its TimescaleDB version, and on the city edge
-    the ingest queue's backlog and each ingest replica's unacknowledged deliveries."""
-    return await service.health(pool, settings.edge.broker, management, settings.edge.queue)
+async def health(
+    pool: PoolDep, replica: ReplicaDep, settings: SettingsDep, management: ManagementDep
+) -> Health:
+    """Whether the API can reach the primary and the read replica (with its replay lag), the
+    TimescaleDB version, and on the city edge the ingest queue's backlog and each ingest
+    replica's unacknowledged deliveries."""
+    return await service.health(
+        pool, replica, settings.edge.broker, management, settings.edge.queue
+    )
 
 
 # --- registry ---------------------------------------------------------------------------------
@@ -249,14 +256,14 @@ async def rotate_device_login(
     tags=["readings"],
     responses={404: {"model": ErrorBody, "description": "unknown device, or no readings yet"}},
 )
-async def latest_of_device(pool: PoolDep, device_id: str) -> LatestReading:
+async def latest_of_device(pool: ReadPoolDep, device_id: str) -> LatestReading:
     """The device's newest reading by reading time (not by arrival)."""
     return await service.latest_of_device(pool, device_id)
 
 
 @router.get("/latest", tags=["readings"])
 async def latest(
-    pool: PoolDep,
+    pool: ReadPoolDep,
     kind: Annotated[
         list[Kind] | None, Query(description="repeatable: several kinds; none: every kind")
     ] = None,
@@ -268,7 +275,7 @@ async def latest(
 
 @router.get("/devices/{device_id}/readings", tags=["readings"], responses=_NOT_FOUND)
 async def readings(
-    pool: PoolDep,
+    pool: ReadPoolDep,
     device_id: str,
     window: TimeRangeDep,
     limit: LimitDep,
@@ -280,7 +287,7 @@ async def readings(
 
 @router.get("/devices/{device_id}/aggregates", tags=["aggregates"], responses=_NOT_FOUND)
 async def device_aggregates(
-    pool: PoolDep, settings: SettingsDep, device_id: str, query: AggregateQueryDep
+    pool: ReadPoolDep, settings: SettingsDep, device_id: str, query: AggregateQueryDep
 ) -> AggregateSeries:
     """``fn(metric)`` per time bucket over ``[from, to)`` for one device."""
     return await aggregates.aggregates(
@@ -290,7 +297,7 @@ async def device_aggregates(
 
 @router.get("/districts/{district}/aggregates", tags=["aggregates"])
 async def district_aggregates(
-    pool: PoolDep, settings: SettingsDep, district: District, query: AggregateQueryDep
+    pool: ReadPoolDep, settings: SettingsDep, district: District, query: AggregateQueryDep
 ) -> AggregateSeries:
     """``fn(metric)`` per bucket over every device of the metric's kind in a district:
     ``sum``, ``count`` and ``increase`` add up the devices, ``rate`` is the district's flow
@@ -303,7 +310,7 @@ async def district_aggregates(
 
 @router.get("/city/aggregates", tags=["aggregates"])
 async def city_aggregates(
-    pool: PoolDep, settings: SettingsDep, query: AggregateQueryDep
+    pool: ReadPoolDep, settings: SettingsDep, query: AggregateQueryDep
 ) -> AggregateSeries:
     """``fn(metric)`` per bucket over every device of the metric's kind in the city, with the
     district route's meanings (``rate``: the city's flow, every detector's rate summed)."""
@@ -317,7 +324,7 @@ AtQuery = Annotated[
 
 @router.get("/districts/{district}/summary", tags=["kpis"])
 async def district_summary(
-    pool: PoolDep, settings: SettingsDep, district: District, at: AtQuery = None
+    pool: ReadPoolDep, settings: SettingsDep, district: District, at: AtQuery = None
 ) -> AreaSummary:
     """A district's KPIs: US EPA AQI, traffic congestion against the roads' configured
     free-flow speeds, flow, energy load and consumption; each figure with its window and the
@@ -328,7 +335,7 @@ async def district_summary(
 
 
 @router.get("/city/summary", tags=["kpis"])
-async def city_summary(pool: PoolDep, settings: SettingsDep, at: AtQuery = None) -> CitySummary:
+async def city_summary(pool: ReadPoolDep, settings: SettingsDep, at: AtQuery = None) -> CitySummary:
     """The city's KPIs, city-wide and per district (the figures the console's tiles show)."""
     return await summary.city_summary(
         pool, at or datetime.now(UTC), settings.rollups.expected_interval_s
@@ -341,7 +348,7 @@ async def city_summary(pool: PoolDep, settings: SettingsDep, at: AtQuery = None)
 @router.get("/ingest/rejections", tags=["ingest"])
 async def rejections(
     *,
-    pool: PoolDep,
+    pool: ReadPoolDep,
     limit: LimitDep,
     device_id: str | None = None,
     reason: Annotated[Reason | None, Query(description="one of the documented reasons")] = None,
@@ -368,7 +375,8 @@ async def contract() -> dict[str, Any]:
 
 
 @operations.get("/metrics", include_in_schema=False, dependencies=[require(Role.READER)])
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(replica: ReplicaDep) -> Response:
+    await service.read_replica_state(replica)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

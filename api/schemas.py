@@ -62,8 +62,22 @@ class EdgeQueue(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = Field(examples=["ok"])
-    database: str = Field(examples=["ok"])
+    status: str = Field(
+        examples=["ok"],
+        description="ok, or degraded when one of the primary and the read replica is away",
+    )
+    database: str = Field(examples=["ok"], description="the primary: ok or unavailable")
+    read_database: str = Field(
+        default="primary",
+        examples=["ok"],
+        description="where lag-tolerant reads go: primary (no DATABASE_READ_URL), or the "
+        "replica's state: ok or unavailable",
+    )
+    replica_lag_s: float | None = Field(
+        default=None,
+        description="seconds the read replica's replay is behind (0: it has replayed all it "
+        "received); null without a replica or when it is away",
+    )
     timescaledb: str = Field(examples=["2.17.2"])
     edge: str = Field(description="the broker devices reach: mosquitto or rabbitmq")
     edge_queue: EdgeQueue | None = Field(

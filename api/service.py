@@ -13,6 +13,7 @@ import structlog
 
 from api import repository
 from api.broker.management import Management
+from api.metrics import READ_REPLICA_LAG, READ_REPLICA_UP
 from api.schemas import (
     EdgeQueue,
     Health,
@@ -37,37 +38,86 @@ _CURSOR_VERSION: Final = "v1"
 
 
 async def health(
-    pool: asyncpg.Pool, edge: str, management: Management | None, queue: str
+    pool: asyncpg.Pool,
+    read_pool: asyncpg.Pool | None,
+    edge: str,
+    management: Management | None,
+    queue: str,
 ) -> Health:
-    """Answer within a couple of seconds whether the database and TimescaleDB are usable, and
-    on the city edge how far behind ingest is (the broker being away is reported, not a 503:
-    the api's reads do not need it)."""
-    try:
-        async with pool.acquire(timeout=HEALTH_TIMEOUT_S) as conn:
-            version = await repository.timescaledb_version(conn, HEALTH_TIMEOUT_S)
-    except DATABASE_UNAVAILABLE as exc:
-        log.warning("health check failed", error=repr(exc))
-        # Health needs no credentials: name the failure, keep addresses and messages in the log.
-        raise Unavailable(
-            f"database unreachable ({type(exc).__name__})", code="database_unavailable"
-        ) from exc
+    """Answer within a couple of seconds whether the primary, the read replica (if any) and
+    TimescaleDB are usable, and on the city edge how far behind ingest is. A 503 only when no
+    database answers: with one of the two away, the api still serves what the other holds
+    (the broker being away is reported too, not a 503: the api's reads do not need it)."""
+    version, primary_error = await _database_version(pool)
+    read_state, lag_s = "primary", None
+    if read_pool is not None:
+        read_state, lag_s, read_version = await _replica_state(read_pool)
+        version = version or read_version
     if version is None:
+        if primary_error is not None:
+            # Health needs no credentials: name the failure, keep addresses in the log.
+            raise Unavailable(
+                f"database unreachable ({primary_error})", code="database_unavailable"
+            )
         raise Unavailable("timescaledb extension not installed", code="no_timescaledb")
-    edge_queue, edge_error = None, None
-    if management is not None:
-        try:
-            state = await asyncio.wait_for(management.queue_state(queue), HEALTH_TIMEOUT_S)
-            edge_queue = EdgeQueue.model_validate(state)
-        except (Unavailable, TimeoutError) as exc:
-            edge_error = f"{type(exc).__name__}: {exc}"
+    edge_queue, edge_error = await _edge_queue(management, queue)
+    database = "ok" if primary_error is None else "unavailable"
     return Health(
-        status="ok",
-        database="ok",
+        status="ok" if database == "ok" and read_state != "unavailable" else "degraded",
+        database=database,
+        read_database=read_state,
+        replica_lag_s=lag_s,
         timescaledb=version,
         edge=edge,
         edge_queue=edge_queue,
         edge_error=edge_error,
     )
+
+
+async def _database_version(pool: asyncpg.Pool) -> tuple[str | None, str | None]:
+    """The TimescaleDB version the primary reports, or why it could not be asked."""
+    try:
+        async with pool.acquire(timeout=HEALTH_TIMEOUT_S) as conn:
+            return await repository.timescaledb_version(conn, HEALTH_TIMEOUT_S), None
+    except DATABASE_UNAVAILABLE as exc:
+        log.warning("health check failed", database="primary", error=repr(exc))
+        return None, type(exc).__name__
+
+
+async def _replica_state(read_pool: asyncpg.Pool) -> tuple[str, float | None, str | None]:
+    """The read replica's state (ok or unavailable), its replay lag, its TimescaleDB version;
+    the lag also goes to /metrics."""
+    try:
+        async with read_pool.acquire(timeout=HEALTH_TIMEOUT_S) as conn:
+            standby, lag_s = await repository.replication_state(conn, HEALTH_TIMEOUT_S)
+            version = await repository.timescaledb_version(conn, HEALTH_TIMEOUT_S)
+    except DATABASE_UNAVAILABLE as exc:
+        log.warning("health check failed", database="read replica", error=repr(exc))
+        READ_REPLICA_UP.set(0)
+        return "unavailable", None, None
+    if not standby:
+        log.warning("DATABASE_READ_URL names a server that is not a standby")
+    READ_REPLICA_UP.set(1)
+    READ_REPLICA_LAG.set(lag_s if lag_s is not None else float("nan"))
+    return "ok", lag_s, version
+
+
+async def _edge_queue(
+    management: Management | None, queue: str
+) -> tuple[EdgeQueue | None, str | None]:
+    if management is None:
+        return None, None
+    try:
+        state = await asyncio.wait_for(management.queue_state(queue), HEALTH_TIMEOUT_S)
+    except (Unavailable, TimeoutError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return EdgeQueue.model_validate(state), None
+
+
+async def read_replica_state(read_pool: asyncpg.Pool | None) -> None:
+    """Refresh the replica gauges of /metrics (nothing to do without a replica)."""
+    if read_pool is not None:
+        await _replica_state(read_pool)
 
 
 # --- latest and raw readings ------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The one configuration of every process, read from the environment (prefix ``ALATAU_``).
 
-``DATABASE_URL`` and ``MQTT_URL`` are also read without the prefix, the names operators expect.
+``DATABASE_URL``, ``DATABASE_READ_URL`` and ``MQTT_URL`` are also read without the prefix, the
+names operators expect.
 Nested sections use ``__``: ``ALATAU_INGEST__BATCH_SIZE=2000``.
 """
 
@@ -223,6 +224,14 @@ class Settings(BaseSettings):
         default=DEFAULT_DATABASE_URL,
         validation_alias=AliasChoices("ALATAU_DATABASE_URL", "DATABASE_URL", "database_url"),
     )
+    database_read_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "ALATAU_DATABASE_READ_URL", "DATABASE_READ_URL", "database_read_url"
+        ),
+        description="a streaming replica of DATABASE_URL for the api's reads that tolerate its "
+        "lag; unset, those reads go to the primary",
+    )
     mqtt_url: str = Field(
         default=DEFAULT_MQTT_URL,
         validation_alias=AliasChoices("ALATAU_MQTT_URL", "MQTT_URL", "mqtt_url"),
@@ -256,6 +265,15 @@ class Settings(BaseSettings):
     def _database_url_is_postgres(cls, value: str) -> str:
         if urlsplit(value).scheme not in {"postgres", "postgresql"}:
             raise ValueError("DATABASE_URL must be a postgresql:// URL")
+        return value
+
+    @field_validator("database_read_url")
+    @classmethod
+    def _read_url_is_postgres(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if urlsplit(value).scheme not in {"postgres", "postgresql"}:
+            raise ValueError("DATABASE_READ_URL must be a postgresql:// URL")
         return value
 
     @property

@@ -51,8 +51,10 @@ async def create_pool(
     application_name: str,
     *,
     init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    url: str | None = None,
 ) -> asyncpg.Pool:
-    """Open a pool whose connections carry ``application_name`` and decode JSON with orjson."""
+    """Open a pool whose connections carry ``application_name`` and decode JSON with orjson;
+    on ``DATABASE_URL`` unless ``url`` names another server (a streaming replica)."""
 
     async def _init(conn: asyncpg.Connection) -> None:
         await _set_codecs(conn)
@@ -60,7 +62,7 @@ async def create_pool(
             await init(conn)
 
     pool = await asyncpg.create_pool(
-        settings.database_url,
+        url or settings.database_url,
         min_size=settings.database.pool_min_size,
         max_size=settings.database.pool_max_size,
         command_timeout=settings.database.command_timeout_s,

@@ -1,7 +1,7 @@
 """The whole stack like ``make run``, but on free ports in a temporary folder, so it can run
 beside other stacks on the same machine (``make run`` uses fixed ports 55432 and 18830).
 
-    .venv/bin/python scripts/private_stack.py [--api-port 8123] [--devices-per-kind 20]
+    .venv/bin/python scripts/private_stack.py [--api-port 8123] [--devices-per-kind 20] [--standby]
 
 It prints the console URL with an admin key, writes the URLs and key to ``--info`` (JSON) if
 asked, and removes everything it started on Ctrl-C or SIGTERM.
@@ -13,7 +13,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,15 +23,23 @@ from api.keys.service import issue_key_at  # noqa: E402
 from core.config import get_settings  # noqa: E402
 from stack.broker_auth import login_environment, with_identities  # noqa: E402
 from stack.run import Stack, say  # noqa: E402
-from stack.services import MosquittoBroker, PostgresCluster, free_port, remove_tree  # noqa: E402
+from stack.services import (  # noqa: E402
+    MosquittoBroker,
+    PostgresCluster,
+    StandbyCluster,
+    free_port,
+    remove_tree,
+)
 from stack.supervisor import StopSignals  # noqa: E402
 
 
 class PrivateStack(Stack):
     """``make run``'s stack with services of its own on free ports."""
 
-    def __init__(self, folder: Path, devices_per_kind: int, rate_hz: float) -> None:
-        super().__init__(devices_per_kind, rate_hz)
+    def __init__(
+        self, folder: Path, devices_per_kind: int, rate_hz: float, api_url: str, standby: bool
+    ) -> None:
+        super().__init__(devices_per_kind, rate_hz, "mosquitto", api_url, standby=standby)
         self.folder = folder
 
     def start_services(self) -> None:
@@ -41,6 +48,10 @@ class PrivateStack(Stack):
         for service in (postgres, broker):
             service.start()
             self.started_services.append(service)
+        if self.standby:
+            self.start_standby(
+                StandbyCluster(self.folder / "standby", free_port(), primary=postgres)
+            )
         self.env["DATABASE_URL"] = postgres.url
         self.env["MQTT_URL"] = broker.url
         settings = get_settings().model_copy(
@@ -64,13 +75,16 @@ def main() -> None:
     parser.add_argument("--devices-per-kind", type=int, default=20)
     parser.add_argument("--rate", type=float, default=1.0, help="readings per device per second")
     parser.add_argument("--info", type=Path, help="write the URLs and the admin key here (JSON)")
+    parser.add_argument(
+        "--standby", action="store_true", help="a hot standby too; the api reads from it"
+    )
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="alatau-private-"))
     folder.chmod(0o755)  # the servers run as their own system users when we are root
     port = args.api_port or free_port()
     api_url = f"http://127.0.0.1:{port}"
-    stack = PrivateStack(folder, args.devices_per_kind, args.rate)
+    stack = PrivateStack(folder, args.devices_per_kind, args.rate, api_url, args.standby)
     stack.env["ALATAU_API__PORT"] = str(port)
     stack.env["ALATAU_SIMULATOR__API_URL"] = api_url
     stop = StopSignals()
@@ -80,11 +94,15 @@ def main() -> None:
         key = stack.admin_key()
         stack.start_processes(api_url)
         if args.info:
-            info = {"api_url": api_url, "admin_key": key, "database_url": stack.env["DATABASE_URL"]}
+            info = {
+                "api_url": api_url,
+                "admin_key": key,
+                "database_url": stack.env["DATABASE_URL"],
+                "database_read_url": stack.env.get("DATABASE_READ_URL"),
+            }
             args.info.write_text(json.dumps(info))
         say(f"Console: {api_url}/#key={key}")
-        while not stop.requested and stack.exited() is None:
-            time.sleep(0.5)
+        stack.supervisor.run_until(lambda: stop.requested)
     finally:
         stack.stop()
         remove_tree(folder)

@@ -1,7 +1,8 @@
 """``make run``: the whole stack with a simulated city, until Ctrl-C.
 
 With no configuration it starts a private TimescaleDB and Mosquitto under ``.data/``; with
-``DATABASE_URL`` / ``MQTT_URL`` set it uses those services instead. ``--edge cluster``
+``DATABASE_URL`` / ``MQTT_URL`` set it uses those services instead. ``--standby`` adds a hot
+standby of the private TimescaleDB (port 55433), from which the api reads. ``--edge cluster``
 (``make run-cluster``) puts the city edge in Mosquitto's place: a private 3-node RabbitMQ
 cluster whose device logins the api answers. A process that exits is restarted with backoff
 (stack/supervisor.py). It stops only what it started.
@@ -28,13 +29,21 @@ from migrations.runner import migrate
 from stack.broker_auth import login_environment, with_identities
 from stack.rabbitmq import RabbitCluster, fixed_ports, local_edge
 from stack.rabbitmq_config import EdgeConfig, memory_watermark
-from stack.services import MosquittoBroker, PostgresCluster, ServiceError, port_open
+from stack.services import (
+    MosquittoBroker,
+    PostgresCluster,
+    ServiceError,
+    StandbyCluster,
+    port_open,
+)
 from stack.supervisor import StopSignals, Supervisor
 from stack.tls import make_certificates
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("ALATAU_DATA_DIR", ROOT / ".data"))
 LOCAL_PG_PORT = 55432
+LOCAL_STANDBY_PORT = 55433
+STANDBY_DIR = DATA_DIR / "postgres-standby"
 LOCAL_MQTT_PORT = 18830
 LOCAL_MQTTS_PORT = 18883
 DEV_KEY_PATH = DATA_DIR / "dev-admin-key"
@@ -105,11 +114,14 @@ class Stack:
     """Starts services and processes in order, keeps the processes running, and stops
     everything in reverse."""
 
-    def __init__(self, devices_per_kind: int, rate_hz: float, edge: str, api_url: str) -> None:
+    def __init__(
+        self, devices_per_kind: int, rate_hz: float, edge: str, api_url: str, standby: bool = False
+    ) -> None:
         self.devices_per_kind = devices_per_kind
         self.rate_hz = rate_hz
         self.edge = edge
         self.api_url = api_url
+        self.standby = standby
         self.started_services: list[PostgresCluster | MosquittoBroker | RabbitCluster] = []
         self.env = dict(os.environ)
         # Filled in as services start; each child gets it as it stands when it (re)starts.
@@ -117,7 +129,14 @@ class Stack:
 
     def start_services(self) -> None:
         postgres, broker = local_services()
-        self._use_or_start(postgres, "DATABASE_URL", "TimescaleDB", "database")
+        private = self._use_or_start(postgres, "DATABASE_URL", "TimescaleDB", "database")
+        if self.standby:
+            if not private:
+                raise ServiceError(
+                    "--standby replicates the private TimescaleDB; with"
+                    " DATABASE_URL set, set DATABASE_READ_URL to its replica"
+                )
+            self.start_standby(StandbyCluster(STANDBY_DIR, LOCAL_STANDBY_PORT, primary=postgres))
         if self.edge == "cluster":
             self._start_cluster()
             return
@@ -131,6 +150,15 @@ class Stack:
             self.env.setdefault("ALATAU_DEVICE_CONNECT__HOST", "localhost")
             self.env.setdefault("ALATAU_DEVICE_CONNECT__MQTTS_PORT", str(LOCAL_MQTTS_PORT))
             self.env.setdefault("ALATAU_DEVICE_CONNECT__CA_FILE", str(DATA_DIR / "tls" / "ca.crt"))
+
+    def start_standby(self, standby: StandbyCluster) -> None:
+        """A hot standby of the primary just started; the api's lag-tolerant reads go to it."""
+        was_running = standby.running()
+        standby.start()
+        if not was_running:
+            self.started_services.append(standby)
+        self.env["DATABASE_READ_URL"] = standby.url
+        say(f"hot standby {'reused' if was_running else 'started'} on port {standby.port}")
 
     def _start_cluster(self) -> None:
         cluster = local_edge_cluster(self.api_url, self.devices_per_kind * 3)
@@ -233,7 +261,10 @@ def wait_for_api(api_url: str, supervisor: Supervisor, timeout_s: float = 60) ->
 
 
 def stop_local_services(api_url: str) -> None:
-    services: list[PostgresCluster | MosquittoBroker | RabbitCluster] = list(local_services())
+    postgres, broker = local_services()
+    services: list[PostgresCluster | MosquittoBroker | RabbitCluster] = [postgres, broker]
+    if STANDBY_DIR.exists():
+        services.insert(1, StandbyCluster(STANDBY_DIR, LOCAL_STANDBY_PORT, primary=postgres))
     if EDGE_TOKEN_PATH.exists():
         services.append(local_edge_cluster(api_url))
     for service in reversed(services):
@@ -252,6 +283,11 @@ def main() -> None:
         default="mosquitto",
         help="the broker devices reach: one Mosquitto, or a local 3-node RabbitMQ cluster",
     )
+    parser.add_argument(
+        "--standby",
+        action="store_true",
+        help="also a hot standby of the private TimescaleDB; the api reads from it",
+    )
     args = parser.parse_args()
     settings = get_settings()
     api_url = f"http://{settings.api.host}:{settings.api.port}"
@@ -262,7 +298,7 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_format, process="run")
     if port_open(settings.api.port, settings.api.host):
         sys.exit(f"port {settings.api.port} is taken; set ALATAU_API__PORT to another one")
-    stack = Stack(args.devices_per_kind, args.rate, args.edge, api_url)
+    stack = Stack(args.devices_per_kind, args.rate, args.edge, api_url, standby=args.standby)
     stop = StopSignals()
     try:
         stack.start_services()

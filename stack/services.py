@@ -130,24 +130,25 @@ class PostgresCluster:
             return False
         return self._run([str(PG_BIN / "pg_ctl"), "status", "-D", str(self.pgdata)]).returncode == 0
 
+    def server_options(self) -> list[str]:
+        return [
+            f"-p {self.port}",
+            "-c listen_addresses=127.0.0.1",
+            f"-c unix_socket_directories={self.data_dir}",
+            "-c shared_preload_libraries=timescaledb",
+            "-c timescaledb.telemetry_level=off",
+            "-c max_connections=200",
+            "-c shared_buffers=256MB",
+            "-c synchronous_commit=on",
+            "-c max_wal_size=2GB",
+            "-c fsync=on",
+        ]
+
     def start(self) -> None:
         self.init()
         if self.running():
             return
-        options = " ".join(
-            [
-                f"-p {self.port}",
-                "-c listen_addresses=127.0.0.1",
-                f"-c unix_socket_directories={self.data_dir}",
-                "-c shared_preload_libraries=timescaledb",
-                "-c timescaledb.telemetry_level=off",
-                "-c max_connections=200",
-                "-c shared_buffers=256MB",
-                "-c synchronous_commit=on",
-                "-c max_wal_size=2GB",
-                "-c fsync=on",
-            ]
-        )
+        options = " ".join(self.server_options())
         result = self._run(
             [
                 str(PG_BIN / "pg_ctl"),
@@ -167,6 +168,9 @@ class PostgresCluster:
             log_tail = (self.data_dir / "postgres.log").read_text(errors="replace")[-2000:]
             raise ServiceError(f"postgres did not start: {result.stderr.strip()}\n{log_tail}")
         _wait_for_port(self.port, 30, "postgres")
+        self._after_start()
+
+    def _after_start(self) -> None:
         self._create_database()
 
     def _create_database(self) -> None:
@@ -180,6 +184,64 @@ class PostgresCluster:
     def stop(self, mode: str = "fast") -> None:
         if self.running():
             self._run([str(PG_BIN / "pg_ctl"), "stop", "-w", "-m", mode, "-D", str(self.pgdata)])
+
+
+@dataclass
+class StandbyCluster(PostgresCluster):
+    """A hot standby of ``primary`` on its own port and data folder: a base backup taken with
+    ``pg_basebackup -R``, so it streams the primary's WAL (through a replication slot of its
+    own, which keeps the WAL it has not received yet) and answers read-only queries."""
+
+    primary: PostgresCluster
+
+    @property
+    def slot(self) -> str:
+        return f"alatau_standby_{self.port}"
+
+    def init(self) -> None:
+        if self.initialized():
+            return
+        if not self.primary.running():
+            raise ServiceError("the standby's primary is not running")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        user = _service_user("postgres")
+        if user is not None:
+            _chown_tree(self.data_dir, user)
+        self._drop_slot()
+        result = self._run(
+            [
+                str(PG_BIN / "pg_basebackup"),
+                f"--dbname=host=127.0.0.1 port={self.primary.port} user={DB_USER}"
+                f" application_name={self.slot}",
+                f"--pgdata={self.pgdata}",
+                "--write-recovery-conf",
+                "--wal-method=stream",
+                "--create-slot",
+                f"--slot={self.slot}",
+                "--checkpoint=fast",
+            ]
+        )
+        if result.returncode != 0:
+            raise ServiceError(f"pg_basebackup failed: {result.stderr.strip()}")
+
+    def _drop_slot(self) -> None:
+        """A slot left by an earlier standby on this port would hold WAL for nobody."""
+        import psycopg
+
+        with psycopg.connect(self.primary.admin_url(), autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                " WHERE slot_name = %s AND NOT active",
+                (self.slot,),
+            )
+
+    def server_options(self) -> list[str]:
+        # Feedback keeps the primary's vacuum from removing rows a long read here still needs,
+        # so such a read is not cancelled by a replay conflict.
+        return [*super().server_options(), "-c hot_standby=on", "-c hot_standby_feedback=on"]
+
+    def _after_start(self) -> None:
+        pass  # read-only: the database arrived with the base backup
 
 
 @dataclass

@@ -8,6 +8,7 @@ replica at once and the others within that time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -21,7 +22,7 @@ import structlog
 from api.keys import repository
 from api.keys.schemas import ApiKey, ApiKeyCreate, IssuedApiKey, Role
 from core.config import Settings
-from core.db import Connection, create_pool
+from core.db import DATABASE_UNAVAILABLE, Connection, create_pool
 from core.errors import NotFound
 
 log = structlog.get_logger(__name__)
@@ -29,6 +30,7 @@ log = structlog.get_logger(__name__)
 TOKEN_PREFIX: Final = "alk"  # noqa: S105 (a marker, not a secret)
 CACHE_TTL_S: Final = 5.0
 CACHE_MAX_ENTRIES: Final = 10_000
+PRIMARY_CHECK_TIMEOUT_S: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +127,35 @@ async def list_keys(pool: asyncpg.Pool, *, include_revoked: bool = False) -> lis
 
 
 class KeyChecker:
-    """Checks bearer tokens against the database, remembering good ones for ``ttl_s``."""
+    """Checks bearer tokens against the database, remembering good ones for ``ttl_s``.
 
-    def __init__(self, pool: asyncpg.Pool, ttl_s: float = CACHE_TTL_S) -> None:
+    Keys are looked up on the primary, so a key issued or revoked a moment ago counts at once;
+    while the primary is away, on the read replica if there is one, so reads keep answering
+    (a revocation then reaches this check within the replica's lag)."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, ttl_s: float = CACHE_TTL_S, replica: asyncpg.Pool | None = None
+    ) -> None:
         self._pool = pool
+        self._replica = replica
         self._ttl_s = ttl_s
         self._known: dict[str, tuple[float, Principal]] = {}
+
+    async def _active_key(self, key_id: str) -> asyncpg.Record | None:
+        async def on_primary() -> asyncpg.Record | None:
+            async with self._pool.acquire() as conn:
+                return await repository.active_key(conn, key_id)
+
+        if self._replica is None:
+            return await on_primary()
+        try:
+            # A primary that does not answer (cut off, not refusing) must not hold every
+            # request for the connect timeout when the replica could answer.
+            return await asyncio.wait_for(on_primary(), PRIMARY_CHECK_TIMEOUT_S)
+        except DATABASE_UNAVAILABLE as exc:
+            log.warning("primary unavailable; key checked on the read replica", error=repr(exc))
+        async with self._replica.acquire() as conn:
+            return await repository.active_key(conn, key_id)
 
     async def check(self, token: str) -> Principal | None:
         now = time.monotonic()
@@ -141,8 +166,7 @@ class KeyChecker:
         if parts is None:
             return None
         key_id, secret = parts
-        async with self._pool.acquire() as conn:
-            row = await repository.active_key(conn, key_id)
+        row = await self._active_key(key_id)
         if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), _digest(secret)):
             return None
         principal = Principal(key_id=key_id, name=row["name"], role=Role(row["role"]))

@@ -34,9 +34,15 @@ class LiveService:
     """Subscribes this replica to every telemetry topic (QoS 0: a live view never holds the
     broker back) and publishes validated readings of registered, enabled devices."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, read_pool: asyncpg.Pool | None = None
+    ) -> None:
         self._settings = settings
+        # The registry's periodic reload and the snapshot's newest readings tolerate a
+        # replica's lag (the stream corrects them); a device the directory does not know yet
+        # was perhaps registered a moment ago, so it is looked up on the primary.
         self._pool = pool
+        self._read_pool = read_pool or pool
         self.replica_id = uuid.uuid4().hex[:8]
         self.hub = LiveHub(self.replica_id)
         self._late_window = timedelta(seconds=settings.ingest.late_window_s)
@@ -78,7 +84,7 @@ class LiveService:
     # --- registry and snapshot ----------------------------------------------------------------
 
     async def refresh_devices(self) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._read_pool.acquire() as conn:
             devices = await self._directory.reload(conn)
         self.hub.forget(
             [
@@ -91,7 +97,7 @@ class LiveService:
     async def warm(self) -> None:
         """Fill the snapshot with the stored newest reading of every device (after a start or a
         reconnect, when this replica may have missed readings)."""
-        async with self._pool.acquire() as conn:
+        async with self._read_pool.acquire() as conn:
             for kind in Kind:
                 for row in await api_repository.latest_readings(conn, kind, None):
                     device = self._directory.get(row["device_id"])

@@ -18,6 +18,8 @@ async def test_health_reports_database_and_timescaledb(client: httpx.AsyncClient
     assert body["status"] == "ok"
     assert body["database"] == "ok"
     assert body["timescaledb"][0].isdigit()
+    # Without DATABASE_READ_URL every read is the primary's, and there is no lag to report.
+    assert (body["read_database"], body["replica_lag_s"]) == ("primary", None)
 
 
 async def test_a_database_outage_is_503_in_the_error_shape(
