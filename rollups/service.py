@@ -19,7 +19,7 @@ from core.db import until_available as db_until_available
 from devices.contract import Kind
 from rollups import repository
 from rollups.buckets import DAY, Bucket
-from rollups.schemas import ROLLED_TIERS, TIERS, Tier
+from rollups.schemas import AREA_TIERS, ROLLED_TIERS, TIERS, Tier
 
 log = structlog.get_logger(__name__)
 
@@ -94,22 +94,67 @@ async def series(
     )
 
 
+async def area_series(
+    conn: Connection,
+    kind: Kind,
+    *,
+    metrics: tuple[str, ...],
+    fn: str | None,
+    areas: list[str],
+    the_plan: Plan,
+    start: datetime,
+    end: datetime,
+) -> list[asyncpg.Record]:
+    """Per area (a district's name or ``city``): rows (area, bucket_start, readings, value), or
+    with ``fn`` None the area's totals over [start, end); equal to the aggregate computed from
+    raw over the area's devices. The area tiers answer the clean middle unless a membership
+    change waits for the worker; then the device tiers do."""
+    area_tier = the_plan.tier in AREA_TIERS and not await repository.moves_pending(conn, kind)
+    return await repository.area_series(
+        conn,
+        kind,
+        metrics,
+        fn,
+        the_plan.tier,
+        area_tier=area_tier,
+        areas=areas,
+        start=start,
+        tier_start=the_plan.tier_start,
+        tier_end=the_plan.tier_end,
+        end=end,
+        part_width=the_plan.part_width,
+        query_width=the_plan.query_width,
+        timezone=the_plan.timezone,
+    )
+
+
 # --- the worker -------------------------------------------------------------------------------
 
 
+MOVES_PER_BATCH = 50
+
+
 async def roll_up_kind(pool: asyncpg.Pool, kind: Kind, batch: int) -> int:
-    """Recompute one batch of a kind's dirty minutes and their hours and days in one transaction;
-    returns how many minutes, 0 when none are dirty or another worker holds the kind."""
+    """Recompute one batch of a kind's dirty minutes and their hours and days, device and area
+    tiers, and re-derive the areas of devices whose district changed, in one transaction;
+    returns how many minutes and moves, 0 when there are none or another worker holds the kind."""
     async with pool.acquire() as conn, conn.transaction():
         if not await repository.try_lock_kind(conn, kind):
             return 0
         claimed = await repository.claim_dirty(conn, kind, batch)
-        if not claimed:
-            return 0
-        await repository.recompute(
-            conn, kind, [row["device_id"] for row in claimed], [row["minute"] for row in claimed]
-        )
-    return len(claimed)
+        if claimed:
+            await repository.recompute(
+                conn,
+                kind,
+                [row["device_id"] for row in claimed],
+                [row["minute"] for row in claimed],
+            )
+        moves = await repository.claim_moves(conn, kind, MOVES_PER_BATCH)
+        if moves:
+            await repository.rederive_moved(
+                conn, kind, [row["device_id"] for row in moves], [row["area"] for row in moves]
+            )
+    return len(claimed) + len(moves)
 
 
 async def roll_up(pool: asyncpg.Pool, batch: int = 5000) -> int:
@@ -150,6 +195,8 @@ async def prepare(pool: asyncpg.Pool, settings: RollupSettings) -> bool:
             for kind in Kind:
                 for tier in ROLLED_TIERS:
                     await repository.enable_compression(conn, kind, tier, after)
+                for tier in AREA_TIERS:
+                    await repository.enable_compression(conn, kind, tier, after, areas=True)
     log.info("rollups prepared", licensed_edition=licensed)
     return licensed
 
@@ -201,16 +248,39 @@ async def run(pool: asyncpg.Pool, settings: RollupSettings, stop: asyncio.Event)
         await _pause(stop, settings.interval_s)
 
 
+def _weeks(start: datetime, end: datetime, step_days: int) -> list[tuple[datetime, datetime]]:
+    steps, cursor = [], start
+    while cursor < end:
+        upper = min(cursor + timedelta(days=step_days), end)
+        steps.append((cursor, upper))
+        cursor = upper
+    return steps
+
+
 async def backfill(pool: asyncpg.Pool, start: datetime, end: datetime, step_days: int = 7) -> None:
-    """Recompute every tier over [start, end) from raw, a week at a time (bulk loads).
-    ``start`` and ``end`` are widened to Almaty midnights so every day bucket is whole."""
+    """Recompute every tier, device and area, over [start, end) from raw, a week at a time
+    (bulk loads). ``start`` and ``end`` are widened to Almaty midnights so every day bucket is
+    whole."""
     start, end = DAY.floor(start), DAY.ceil(end)
     for kind in Kind:
         for tier in ROLLED_TIERS:
-            cursor = start
-            while cursor < end:
-                upper = min(cursor + timedelta(days=step_days), end)
+            for lower, upper in _weeks(start, end, step_days):
                 async with pool.acquire() as conn:
-                    await repository.backfill(conn, kind, tier, cursor, upper)
-                cursor = upper
+                    await repository.backfill(conn, kind, tier, lower, upper)
         log.info("backfilled", kind=kind.value)
+    await backfill_areas(pool, start, end, step_days)
+
+
+async def backfill_areas(
+    pool: asyncpg.Pool, start: datetime, end: datetime, step_days: int = 7
+) -> None:
+    """Re-derive the area tiers (hour and day, every district and the city) over [start, end)
+    from the device tiers, set-based, a week at a time: after the device tiers were loaded
+    directly (benchmarks) or backfilled. Widened to Almaty midnights like ``backfill``."""
+    start, end = DAY.floor(start), DAY.ceil(end)
+    for kind in Kind:
+        for tier in AREA_TIERS:
+            for lower, upper in _weeks(start, end, step_days):
+                async with pool.acquire() as conn:
+                    await repository.backfill_areas(conn, kind, tier, lower, upper)
+        log.info("areas backfilled", kind=kind.value)
