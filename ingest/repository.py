@@ -10,7 +10,7 @@ from typing import Any, Final
 import asyncpg
 
 from core.db import Connection
-from devices.contract import Kind, metric_names, readings_table
+from devices.contract import METRICS, Kind, latest_table, metric_names, readings_table
 from ingest.schemas import REJECTION_COLUMNS
 
 _COLUMNS: Final = {kind: ("device_id", "ts", "received_at", *metric_names(kind)) for kind in Kind}
@@ -41,6 +41,35 @@ _MARK_DIRTY: Final = {
     " ON CONFLICT (kind, device_id, minute) DO UPDATE SET marked_at = EXCLUDED.marked_at"
     for kind in Kind
 }
+
+
+def _remember_latest_sql(kind: Kind) -> str:
+    table, columns = latest_table(kind), _COLUMNS[kind]
+    types = ["text", "timestamptz", "timestamptz", *(m.sql_type for m in METRICS[kind])]
+    arrays = ", ".join(f"${n}::{sql_type}[]" for n, sql_type in enumerate(types, start=1))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)})"
+        f" SELECT * FROM unnest({arrays}) ORDER BY 1"
+        f" ON CONFLICT (device_id) DO UPDATE SET {updates} WHERE {table}.ts < EXCLUDED.ts"
+    )
+
+
+# Each device's newest reading of the batch replaces the stored latest only when strictly newer:
+# an equal ts is a redelivery the raw table kept the first copy of. Rows go in device order so
+# two batches cannot deadlock (both lock their dirty minutes first, then these rows).
+_REMEMBER_LATEST: Final = {kind: _remember_latest_sql(kind) for kind in Kind}
+
+
+async def remember_latest(conn: Connection, kind: Kind, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Keep ``{kind}_latest`` the newest stored reading per device; call in the transaction that
+    stored ``rows`` (``_COLUMNS`` order: device_id, ts, received_at, metrics...)."""
+    newest: dict[str, tuple[Any, ...]] = {}
+    for row in rows:
+        held = newest.get(row[0])
+        if held is None or row[1] > held[1]:  # on a tie the first copy is the stored one
+            newest[row[0]] = row
+    await conn.execute(_REMEMBER_LATEST[kind], *(list(column) for column in zip(*newest.values())))
 
 
 async def prepare_connection(conn: Connection) -> None:
@@ -78,6 +107,7 @@ async def store_readings(conn: Connection, kind: Kind, rows: Sequence[tuple[Any,
         await conn.copy_records_to_table(_staging_table(kind), records=rows, columns=_COLUMNS[kind])
         status = await conn.execute(_INSERT_FROM_STAGE[kind])
         await conn.execute(_MARK_DIRTY[kind])
+        await remember_latest(conn, kind, rows)
         return int(status.rsplit(" ", 1)[1])
     minutes = {(row[0], row[1].astimezone(UTC).replace(second=0, microsecond=0)) for row in rows}
     await conn.execute(
@@ -86,6 +116,7 @@ async def store_readings(conn: Connection, kind: Kind, rows: Sequence[tuple[Any,
         [device_id for device_id, _ in minutes],
         [minute for _, minute in minutes],
     )
+    await remember_latest(conn, kind, rows)
     return len(rows)
 
 
