@@ -69,7 +69,9 @@ async def remember_latest(conn: Connection, kind: Kind, rows: Sequence[tuple[Any
         held = newest.get(row[0])
         if held is None or row[1] > held[1]:  # on a tie the first copy is the stored one
             newest[row[0]] = row
-    await conn.execute(_REMEMBER_LATEST[kind], *(list(column) for column in zip(*newest.values())))
+    if newest:
+        columns = zip(*newest.values(), strict=True)
+        await conn.execute(_REMEMBER_LATEST[kind], *(list(column) for column in columns))
 
 
 async def prepare_connection(conn: Connection) -> None:

@@ -251,7 +251,9 @@ async def test_latest_list_is_not_moved_back_by_a_reading_that_arrives_late(
     async def listed() -> dict[str, Any]:
         response = await client.get("/api/v1/latest", params={"kind": "air"})
         assert response.status_code == 200, response.text
-        mine = [item for item in response.json()["items"] if item["device_id"] == device_id]
+        mine: list[dict[str, Any]] = [
+            item for item in response.json()["items"] if item["device_id"] == device_id
+        ]
         assert len(mine) == 1
         return mine[0]
 

@@ -120,6 +120,9 @@ async def test_latest_is_the_newest_stored_reading_and_late_data_never_replaces_
     assert await store(db_pool, rows(device_id, range(8, 9)) + rows(device_id, range(7, 8))) == 2
     assert await latest_of(db_pool, device_id) == (START + 8 * minute, 18)
     assert await latest_of(db_pool, device_id) == await newest_in_raw(db_pool, device_id)
-    assert await db_pool.fetchval(
-        "SELECT count(*) FROM traffic_latest WHERE device_id = $1", device_id
-    ) == 1
+    assert (
+        await db_pool.fetchval(
+            "SELECT count(*) FROM traffic_latest WHERE device_id = $1", device_id
+        )
+        == 1
+    )
