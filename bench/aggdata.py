@@ -20,20 +20,29 @@ from rollups.schemas import Tier, is_cumulative, rollup_table, tier_columns
 
 FLEET_TABLE: Final = "bench_fleet"
 
-# Per timestamp ``t.ts``: x hours since the epoch, h the Almaty hour of day, s the season (1 in
-# mid-January, -1 in mid-July), f the traffic level (0.08 at night to about 1.1 at peaks).
-_TIME = (
-    " CROSS JOIN LATERAL (SELECT extract(epoch FROM t.ts)::double precision / 3600 AS x) AS e"
-    " CROSS JOIN LATERAL (SELECT e.x + 5 - 24 * floor((e.x + 5) / 24) AS h,"
-    "  cos(2 * pi() * (e.x / 24 - 15) / 365.25) AS s) AS c"
-    " CROSS JOIN LATERAL (SELECT 0.08 + exp(-((c.h - 8.5) ^ 2) / 3)"
-    "  + 0.9 * exp(-((c.h - 18) ^ 2) / 4) + 0.3 * exp(-((c.h - 13) ^ 2) / 8) AS f) AS g"
-)
+
+# Per timestamp ``ts`` of a series, computed once (not once per device): x hours since the epoch,
+# h the Almaty hour of day, s the season (1 in mid-January, -1 in mid-July), f the traffic level
+# (0.08 at night to about 1.1 at the peaks).
+def _times(step: str, shift_h: float = 0.0) -> str:
+    x = f"extract(epoch FROM ts)::double precision / 3600 + {shift_h}"
+    h = "x + 5 - 24 * floor((x + 5) / 24)"
+    f = (
+        "0.08 + exp(-((h - 8.5) ^ 2) / 3) + 0.9 * exp(-((h - 18) ^ 2) / 4)"
+        " + 0.3 * exp(-((h - 13) ^ 2) / 8)"
+    )
+    return (
+        f"WITH t AS MATERIALIZED (SELECT ts, x, h, s, {f} AS f FROM ("
+        f" SELECT ts, x, {h} AS h, cos(2 * pi() * (x / 24 - 15) / 365.25) AS s FROM ("
+        f"  SELECT ts, {x} AS x FROM generate_series($1::timestamptz,"
+        f"   $2::timestamptz - INTERVAL '{step}', INTERVAL '{step}') AS ts) AS a) AS b)"
+    )
+
 
 # The register's hours since 2025-01-01, so values stay positive and grow from there.
 _ENERGY_ORIGIN_H: Final = 482_136.0
-_WINTER = "(0.5 * (1 + c.s))"
-_DAY_WAVE = "sin(2 * pi() * (c.h - {shift}) / 24)"
+_WINTER = "(0.5 * (1 + t.s))"
+_DAY_WAVE = "sin(2 * pi() * (t.h - {shift}) / 24)"
 
 
 def register_at(x: str) -> str:
@@ -46,7 +55,7 @@ def register_at(x: str) -> str:
 
 
 def _mean(kind: Kind, name: str) -> str:
-    return _MEANS[kind][name].replace("{register}", register_at("e.x"))
+    return _MEANS[kind][name].replace("{register}", register_at("t.x"))
 
 
 def _noise(spread: float) -> str:
@@ -56,11 +65,11 @@ def _noise(spread: float) -> str:
 # Each metric's mean at the timestamp (``d`` is the fleet row: seed in [0, 1), scale 0.5-1.5).
 _MEANS: Final[dict[Kind, dict[str, str]]] = {
     Kind.TRAFFIC: {
-        "vehicle_count": "g.f * 30 * d.scale",
+        "vehicle_count": "t.f * 30 * d.scale",
         "interval_s": "60.0",
-        "avg_speed_kmh": "greatest(5, 62 - 30 * g.f)",
-        "occupancy_pct": "least(95, 4 + 55 * g.f * d.scale)",
-        "heavy_vehicle_count": "g.f * 2.5 * d.scale",
+        "avg_speed_kmh": "greatest(5, 62 - 30 * t.f)",
+        "occupancy_pct": "least(95, 4 + 55 * t.f * d.scale)",
+        "heavy_vehicle_count": "t.f * 2.5 * d.scale",
     },
     Kind.ENERGY: {
         # E(x) = base + P * (x - x0 - 0.45 * 12/pi * cos(...)): its derivative is power_kw > 0.
@@ -73,17 +82,17 @@ _MEANS: Final[dict[Kind, dict[str, str]]] = {
         "power_factor": "0.9 + 0.08 * d.seed",
     },
     Kind.AIR: {
-        "pm2_5": f"(8 + 25 * g.f + 60 * {_WINTER} * (0.6 + 0.4 * cos(2 * pi() * (c.h - 1) / 24)))"
+        "pm2_5": f"(8 + 25 * t.f + 60 * {_WINTER} * (0.6 + 0.4 * cos(2 * pi() * (t.h - 1) / 24)))"
         " * d.scale",
-        "pm10": f"1.6 * (8 + 25 * g.f + 60 * {_WINTER} * (0.6 + 0.4 * cos(2 * pi() * (c.h - 1)"
+        "pm10": f"1.6 * (8 + 25 * t.f + 60 * {_WINTER} * (0.6 + 0.4 * cos(2 * pi() * (t.h - 1)"
         " / 24))) * d.scale",
-        "no2": "10 + 45 * g.f",
+        "no2": "10 + 45 * t.f",
         "so2": f"3 + 12 * {_WINTER}",
         "o3": f"20 + 70 * (1 - {_WINTER}) * greatest(0, {_DAY_WAVE.format(shift=7)})",
-        "co": f"300 + 600 * g.f + 500 * {_WINTER}",
-        "temperature_c": f"10 - 16 * c.s + 6 * {_DAY_WAVE.format(shift=9)}",
-        "humidity_pct": f"55 + 15 * c.s - 15 * {_DAY_WAVE.format(shift=9)}",
-        "pressure_hpa": "915 + 6 * c.s",
+        "co": f"300 + 600 * t.f + 500 * {_WINTER}",
+        "temperature_c": f"10 - 16 * t.s + 6 * {_DAY_WAVE.format(shift=9)}",
+        "humidity_pct": f"55 + 15 * t.s - 15 * {_DAY_WAVE.format(shift=9)}",
+        "pressure_hpa": "915 + 6 * t.s",
     },
 }
 # Readings scatter around the mean; the register and the counting window do not.
@@ -149,11 +158,9 @@ def raw_day(kind: Kind) -> str:
     names = ", ".join(m.name for m in metrics)
     values = ", ".join(_value(kind, m, _mean(kind, m.name), True) for m in metrics)
     return (
-        f"INSERT INTO {readings_table(kind)} (device_id, ts, received_at, {names})"
-        f" SELECT d.device_id, t.ts + d.stagger, t.ts + d.stagger, {values}"
-        " FROM generate_series($1::timestamptz, $2::timestamptz - INTERVAL '1 minute',"
-        f" INTERVAL '1 minute') AS t(ts){_TIME}"
-        f" CROSS JOIN {FLEET_TABLE} AS d WHERE d.kind = '{kind.value}'"
+        f"{_times('1 minute')} INSERT INTO {readings_table(kind)} (device_id, ts, received_at,"
+        f" {names}) SELECT d.device_id, t.ts + d.stagger, t.ts + d.stagger, {values}"
+        f" FROM t CROSS JOIN {FLEET_TABLE} AS d WHERE d.kind = '{kind.value}'"
     )
 
 
@@ -175,39 +182,42 @@ def minutes_from_raw(kind: Kind) -> str:
     )
 
 
-def _hour_parts(kind: Kind, metric: Metric) -> list[str]:
-    """A generated hour's columns for one metric: 60 readings around the hour's mean."""
+def _tier_parts(kind: Kind, metric: Metric, readings: int) -> list[str]:
+    """A generated bucket's columns for one metric: ``readings`` minutes around its mean (t.x is
+    the bucket's middle, so its first reading is half a bucket before)."""
     mean = _mean(kind, metric.name)
     if is_cumulative(kind, metric):
-        # The register at the hour's first and last reading (minutes 0 and 59; e.x is the
-        # hour's middle).
-        first, last = register_at("(e.x - 0.5)"), register_at("(e.x + 59.0 / 60 - 0.5)")
-        return ["60", first, last, f"60 * ({first} + {last}) / 2", first, last, f"{last} - {first}"]
+        half = readings / 120
+        first = register_at(f"(t.x - {half})")
+        last = register_at(f"(t.x + {(readings - 1) / 60} - {half})")
+        total = f"{readings} * ({first} + {last}) / 2"
+        return [str(readings), first, last, total, first, last, f"{last} - {first}"]
     value = _value(kind, metric, mean, True).replace("round(", "(").replace(")::integer", ")")
     low, high = f"{value} * 0.7", f"{value} * 1.3"
-    total = f"60 * {value}"
+    total = f"{readings} * {value}"
     if metric.integer:
         low, high, total = f"floor({low})::integer", f"ceil({high})::integer", f"round({total})"
     if metric.name in _LIMITS and _LIMITS[metric.name][1] is not None:
         high = f"least({_LIMITS[metric.name][1]}, {high})"
-    return ["60", low, high, total]
+    return [str(readings), low, high, total]
 
 
-def hours_generated(kind: Kind) -> str:
-    """Insert the 1-hour tier of every device of ``kind`` for the hours starting in [$1, $2),
-    as if rolled up from one reading a minute (used before raw's window, where raw is gone)."""
-    parts = ["60"]
+_GENERATED: Final = {Tier.HOUR: ("1 hour", 60), Tier.DAY: ("1 day", 1440)}
+
+
+def tier_generated(kind: Kind, tier: Tier) -> str:
+    """Insert ``tier`` (hour or Almaty day) parts of every device of ``kind`` for the buckets
+    starting in [$1, $2) (aligned), as if rolled up from one reading a minute: the months before
+    raw's window, where raw itself is gone."""
+    width, readings = _GENERATED[tier]
+    parts = [str(readings)]
     for metric in METRICS[kind]:
-        parts += _hour_parts(kind, metric)
+        parts += _tier_parts(kind, metric, readings)
     columns = ", ".join(tier_columns(kind))
-    # The hour's mean is taken at its middle.
-    timed = _TIME.replace("/ 3600 AS x", "/ 3600 + 0.5 AS x")
     return (
-        f"INSERT INTO {rollup_table(kind, Tier.HOUR)} (device_id, bucket, {columns})"
-        f" SELECT d.device_id, t.ts, {', '.join(parts)}"
-        " FROM generate_series($1::timestamptz, $2::timestamptz - INTERVAL '1 hour',"
-        f" INTERVAL '1 hour') AS t(ts){timed}"
-        f" CROSS JOIN {FLEET_TABLE} AS d WHERE d.kind = '{kind.value}'"
+        f"{_times(width, readings / 120)} INSERT INTO {rollup_table(kind, tier)}"
+        f" (device_id, bucket, {columns}) SELECT d.device_id, t.ts, {', '.join(parts)}"
+        f" FROM t CROSS JOIN {FLEET_TABLE} AS d WHERE d.kind = '{kind.value}'"
     )
 
 

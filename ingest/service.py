@@ -224,8 +224,10 @@ class IngestService:
             received = sum(len(rows) for rows in rows_by_kind.values())
             stored: dict[Kind, int] = {}
             async with conn.transaction():
-                for kind, rows in rows_by_kind.items():
-                    stored[kind] = await repository.store_readings(conn, kind, rows)
+                # Kinds in one fixed order: each kind's rows lock its dirty minutes and latest
+                # rows, so two batches taking kinds in different orders could deadlock.
+                for kind in (each for each in Kind if each in rows_by_kind):
+                    stored[kind] = await repository.store_readings(conn, kind, rows_by_kind[kind])
                 if rejections:
                     await repository.store_rejections(conn, (r.record() for r in rejections))
                 if devices:
