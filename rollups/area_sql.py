@@ -405,3 +405,17 @@ def read_area_totals(
         f" SELECT area, {', '.join(selects)} FROM parts"
         " GROUP BY area ORDER BY area"
     )
+
+
+def sum_of_device_means(kind: Kind, metric: Metric) -> str:
+    """(area, total): per area $1, each member's mean of ``metric`` over [$2, $3), summed;
+    members without a value there add nothing. Raw only: the window is minutes long."""
+    check_metrics(kind, (metric,))
+    c = metric.name
+    return (
+        f"WITH members AS ({members(kind, '$1::text[]')})"
+        f" SELECT m.area, sum(d.mean) AS total FROM (SELECT device_id, avg({c}) AS mean"
+        f" FROM {readings_table(kind)} WHERE ts >= $2 AND ts < $3 AND {c} IS NOT NULL"
+        " GROUP BY device_id) AS d JOIN members AS m ON m.device_id = d.device_id"
+        " GROUP BY m.area"
+    )

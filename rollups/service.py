@@ -18,7 +18,7 @@ from core.db import Connection, create_pool
 from core.db import until_available as db_until_available
 from devices.contract import Kind
 from rollups import repository
-from rollups.buckets import DAY, Bucket
+from rollups.buckets import DAY, HOUR, Bucket
 from rollups.schemas import AREA_TIERS, ROLLED_TIERS, TIERS, Tier
 
 log = structlog.get_logger(__name__)
@@ -125,6 +125,40 @@ async def area_series(
         part_width=the_plan.part_width,
         query_width=the_plan.query_width,
         timezone=the_plan.timezone,
+    )
+
+
+async def area_totals(
+    conn: Connection,
+    kind: Kind,
+    *,
+    metrics: tuple[str, ...],
+    areas: list[str],
+    start: datetime,
+    end: datetime,
+) -> dict[str, asyncpg.Record]:
+    """Per area, totals over [start, end) of each metric (``<m>_n``, ``<m>_sum``, a register's
+    ``<m>_increase``) and ``readings``; areas without readings there are left out. The hour
+    area tier answers the whole hours, raw the edges."""
+    rows = await area_series(
+        conn,
+        kind,
+        metrics=metrics,
+        fn=None,
+        areas=areas,
+        the_plan=plan(HOUR, start, end),
+        start=start,
+        end=end,
+    )
+    return {row["area"]: row for row in rows}
+
+
+async def area_sum_of_device_means(
+    conn: Connection, kind: Kind, metric: str, *, areas: list[str], start: datetime, end: datetime
+) -> dict[str, float]:
+    """Per area, the sum over its devices of each one's mean of ``metric`` in [start, end)."""
+    return await repository.area_sum_of_device_means(
+        conn, kind, metric, areas=areas, start=start, end=end
     )
 
 
