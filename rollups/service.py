@@ -39,6 +39,9 @@ class Plan:
     part_width: str
     query_width: str
     timezone: str | None
+    # A day plan's hour-aligned bounds: area reads take its partial edge days from the hour
+    # tiers (so at most an hour of raw each side, not a day).
+    hours: tuple[datetime, datetime] | None = None
 
 
 def choose_tier(width: Bucket) -> Tier:
@@ -59,8 +62,15 @@ def plan(width: Bucket, start: datetime, end: datetime) -> Plan:
         tier_bucket = TIERS[tier].bucket
         tier_start, tier_end = tier_bucket.ceil(start), tier_bucket.floor(end)
         if tier_start < tier_end:
+            hours = (HOUR.ceil(start), HOUR.floor(end)) if tier is Tier.DAY else None
             return Plan(
-                tier, tier_start, tier_end, tier_bucket.interval, width.interval, width.timezone
+                tier,
+                tier_start,
+                tier_end,
+                tier_bucket.interval,
+                width.interval,
+                width.timezone,
+                hours,
             )
     return Plan(Tier.RAW, end, end, width.interval, width.interval, width.timezone)
 
@@ -125,6 +135,7 @@ async def area_series(
         part_width=the_plan.part_width,
         query_width=the_plan.query_width,
         timezone=the_plan.timezone,
+        hours=the_plan.hours,
     )
 
 
