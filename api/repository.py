@@ -10,15 +10,7 @@ from typing import Any, Final
 import asyncpg
 
 from core.db import Connection
-from devices.contract import (
-    METRICS_BY_NAME,
-    District,
-    Kind,
-    Metric,
-    latest_table,
-    metric_names,
-    readings_table,
-)
+from devices.contract import District, Kind, latest_table, metric_names, readings_table
 
 
 def _reading_columns(kind: Kind, prefix: str = "") -> str:
@@ -91,32 +83,6 @@ async def readings(
 ) -> list[asyncpg.Record]:
     """Readings in ``[lower, upper)`` (``(lower, upper)`` after a cursor), oldest first."""
     return await conn.fetch(_READINGS[kind, after_cursor], device_id, lower, upper, limit)
-
-
-# --- aggregates (the tiered SQL itself lives in rollups/) -----------------------------------
-
-
-async def sum_of_device_means(
-    conn: Connection,
-    kind: Kind,
-    device_ids: Sequence[str],
-    metric: Metric,
-    *,
-    window: tuple[datetime, datetime],
-) -> float | None:
-    """Each device's mean of ``metric`` over ``[start, end)``, summed; devices without a value
-    there add nothing (a district's load is the sum of its meters' power, not a mean times N)."""
-    if metric.name not in METRICS_BY_NAME[kind]:
-        raise ValueError(f"{metric.name} is not a {kind.value} metric")
-    total: float | None = await conn.fetchval(
-        f"SELECT sum(mean) FROM (SELECT avg({metric.name}) AS mean"
-        f" FROM {readings_table(kind)}"
-        f" WHERE device_id = ANY($1::text[]) AND ts >= $2 AND ts < $3"
-        f" AND {metric.name} IS NOT NULL GROUP BY device_id) AS per_device",
-        list(device_ids),
-        *window,
-    )
-    return total
 
 
 # --- rejections -------------------------------------------------------------------------------

@@ -1,15 +1,17 @@
 """City KPIs per district and for the whole city: air-quality index, traffic congestion and
-energy load, all read through the exact tiered aggregates."""
+energy load. Every area of a summary is answered by the same few queries (one per window and
+kind, all areas at once) over the maintained area tiers, with raw for the window edges, so the
+answer equals the KPIs computed from raw readings."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Final
 
 import asyncpg
 
-from api import repository
-from api.aqi import POLLUTANTS, category
+from api.aqi import POLLUTANTS, Pollutant, category
 from api.schemas import (
     AirSummary,
     AreaSummary,
@@ -19,160 +21,153 @@ from api.schemas import (
     TrafficSummary,
 )
 from core.db import Connection
-from devices import service as registry
-from devices.contract import METRICS_BY_NAME, District, Kind
+from devices.contract import District, Kind
 from rollups import service as rollups
-from rollups.buckets import DAY, HOUR, Bucket
+from rollups.buckets import DAY, HOUR
+from rollups.schemas import CITY_AREA
 
 RECENT: Final = timedelta(minutes=15)
 FREE_FLOW_LOOKBACK: Final = timedelta(days=7)
 
 
-async def _values(
-    conn: Connection,
-    kind: Kind,
-    devices: list[str],
-    *,
-    metric: str,
-    fn: str,
-    bucket: Bucket,
-    start: datetime,
-    end: datetime,
-) -> list[float | None]:
-    if not devices:
-        return []
-    plan = rollups.plan(bucket, start, end)
-    metrics = (metric, "interval_s") if fn == "rate" else (metric,)
-    rows = await rollups.series(
-        conn,
-        kind,
-        metrics=metrics,
-        fn=fn,
-        device_ids=devices,
-        the_plan=plan,
-        start=start,
-        end=end,
-    )
-    return [row["value"] for row in rows]
+def _area(district: District | None) -> str:
+    return district.value if district is not None else CITY_AREA
 
 
-async def _mean(
-    conn: Connection, kind: Kind, devices: list[str], metric: str, window: tuple[datetime, datetime]
-) -> float | None:
-    """The mean of a metric over [start, end): sum over count, both exact."""
-    start, end = window
-    sums = await _values(
-        conn, kind, devices, metric=metric, fn="sum", bucket=HOUR, start=start, end=end
-    )
-    counts = await _values(
-        conn, kind, devices, metric=metric, fn="count", bucket=HOUR, start=start, end=end
-    )
-    total = [v for v in sums if v]
-    count = [v for v in counts if v]
-    return sum(total) / sum(count) if count and sum(count) else None
+def _mean(totals: asyncpg.Record | None, metric: str) -> float | None:
+    """sum over count, both exact; None when the area has no value of the metric."""
+    if totals is None or not totals[f"{metric}_n"]:
+        return None
+    return float(totals[f"{metric}_sum"] or 0) / float(totals[f"{metric}_n"])
 
 
-async def _air(conn: Connection, devices: list[str], at: datetime) -> AirSummary:
-    pollutants: dict[str, PollutantIndex] = {}
+async def _air(conn: Connection, areas: list[str], at: datetime) -> dict[str, AirSummary]:
+    by_window: dict[timedelta, list[Pollutant]] = defaultdict(list)
     for pollutant in POLLUTANTS:
-        average = await _mean(
-            conn, Kind.AIR, devices, pollutant.metric, (at - pollutant.window, at)
+        by_window[pollutant.window].append(pollutant)
+    indexes: dict[str, dict[str, PollutantIndex]] = {area: {} for area in areas}
+    for window, pollutants in by_window.items():
+        totals = await rollups.area_totals(
+            conn,
+            Kind.AIR,
+            metrics=tuple(p.metric for p in pollutants),
+            areas=areas,
+            start=at - window,
+            end=at,
         )
-        if average is not None:
-            pollutants[pollutant.metric] = PollutantIndex(
-                average=average,
-                window_hours=pollutant.window.total_seconds() / 3600,
-                sub_index=pollutant.sub_index(average),
-            )
-    if not pollutants:
-        return AirSummary(aqi=None, category=None, dominant=None, pollutants={})
-    dominant = max(pollutants, key=lambda name: pollutants[name].sub_index)
-    aqi = pollutants[dominant].sub_index
-    return AirSummary(aqi=aqi, category=category(aqi), dominant=dominant, pollutants=pollutants)
+        for area in areas:
+            for pollutant in pollutants:
+                average = _mean(totals.get(area), pollutant.metric)
+                if average is not None:
+                    indexes[area][pollutant.metric] = PollutantIndex(
+                        average=average,
+                        window_hours=window.total_seconds() / 3600,
+                        sub_index=pollutant.sub_index(average),
+                    )
+    summaries = {}
+    for area in areas:
+        # In the contract's order, as the pollutants are listed.
+        found = {p.metric: indexes[area][p.metric] for p in POLLUTANTS if p.metric in indexes[area]}
+        if not found:
+            summaries[area] = AirSummary(aqi=None, category=None, dominant=None, pollutants={})
+            continue
+        dominant = max(found, key=lambda name: found[name].sub_index)
+        aqi = found[dominant].sub_index
+        summaries[area] = AirSummary(
+            aqi=aqi, category=category(aqi), dominant=dominant, pollutants=found
+        )
+    return summaries
 
 
-async def _traffic(conn: Connection, devices: list[str], at: datetime) -> TrafficSummary:
-    speed = await _mean(conn, Kind.TRAFFIC, devices, "avg_speed_kmh", (at - RECENT, at))
-    hourly = await _values(
+async def _traffic(conn: Connection, areas: list[str], at: datetime) -> dict[str, TrafficSummary]:
+    recent = await rollups.area_totals(
+        conn, Kind.TRAFFIC, metrics=("avg_speed_kmh",), areas=areas, start=at - RECENT, end=at
+    )
+    lookback = at - FREE_FLOW_LOOKBACK
+    hourly = await rollups.area_series(
         conn,
         Kind.TRAFFIC,
-        devices,
-        metric="avg_speed_kmh",
+        metrics=("avg_speed_kmh",),
         fn="avg",
-        bucket=HOUR,
-        start=at - FREE_FLOW_LOOKBACK,
+        areas=areas,
+        the_plan=rollups.plan(HOUR, lookback, at),
+        start=lookback,
         end=at,
     )
-    free_flow = max((v for v in hourly if v is not None), default=None)
-    congestion = None
-    if speed is not None and free_flow:
-        congestion = round(min(max(1 - speed / free_flow, 0.0), 1.0), 4)
-    rate = await _values(
+    fastest: dict[str, float] = {}
+    for row in hourly:
+        if row["value"] is not None:
+            fastest[row["area"]] = max(fastest.get(row["area"], row["value"]), row["value"])
+    last_hour = await rollups.area_totals(
         conn,
         Kind.TRAFFIC,
-        devices,
-        metric="vehicle_count",
-        fn="sum",
-        bucket=HOUR,
+        metrics=("vehicle_count",),
+        areas=areas,
         start=at - timedelta(hours=1),
         end=at,
     )
-    vehicles = sum(v for v in rate if v is not None) if rate else None
-    return TrafficSummary(
-        avg_speed_kmh=speed,
-        free_flow_kmh=free_flow,
-        congestion=congestion,
-        vehicles_per_hour=vehicles,
-    )
+    summaries = {}
+    for area in areas:
+        speed, free_flow = _mean(recent.get(area), "avg_speed_kmh"), fastest.get(area)
+        congestion = None
+        if speed is not None and free_flow:
+            congestion = round(min(max(1 - speed / free_flow, 0.0), 1.0), 4)
+        counted = last_hour.get(area)
+        summaries[area] = TrafficSummary(
+            avg_speed_kmh=speed,
+            free_flow_kmh=free_flow,
+            congestion=congestion,
+            vehicles_per_hour=None if counted is None else counted["vehicle_count_sum"] or 0,
+        )
+    return summaries
 
 
-async def _energy(conn: Connection, devices: list[str], at: datetime) -> EnergySummary:
-    load = await repository.sum_of_device_means(
-        conn,
-        Kind.ENERGY,
-        devices,
-        METRICS_BY_NAME[Kind.ENERGY]["power_kw"],
-        window=(at - RECENT, at),
+async def _energy(conn: Connection, areas: list[str], at: datetime) -> dict[str, EnergySummary]:
+    load = await rollups.area_sum_of_device_means(
+        conn, Kind.ENERGY, "power_kw", areas=areas, start=at - RECENT, end=at
     )
-    midnight = DAY.floor(at)
-    today = await _values(
-        conn,
-        Kind.ENERGY,
-        devices,
-        metric="energy_kwh",
-        fn="increase",
-        bucket=DAY,
-        start=midnight,
-        end=at,
+    today = await rollups.area_totals(
+        conn, Kind.ENERGY, metrics=("energy_kwh",), areas=areas, start=DAY.floor(at), end=at
     )
-    return EnergySummary(
-        load_kw=load,
-        consumption_today_kwh=sum(v for v in today if v is not None) if today else None,
-    )
+    return {
+        area: EnergySummary(
+            load_kw=load.get(area),
+            consumption_today_kwh=(
+                None if area not in today else today[area]["energy_kwh_increase"] or 0.0
+            ),
+        )
+        for area in areas
+    }
 
 
-async def _area(conn: Connection, district: District | None, at: datetime) -> AreaSummary:
-    ids = {}
-    for kind in Kind:
-        ids[kind] = [device.device_id for device in await registry.devices_of(conn, kind, district)]
-    return AreaSummary(
-        district=district,
-        at=at,
-        air=await _air(conn, ids[Kind.AIR], at),
-        traffic=await _traffic(conn, ids[Kind.TRAFFIC], at),
-        energy=await _energy(conn, ids[Kind.ENERGY], at),
-    )
+async def _areas(
+    conn: Connection, districts: list[District | None], at: datetime
+) -> list[AreaSummary]:
+    areas = [_area(district) for district in districts]
+    air = await _air(conn, areas, at)
+    traffic = await _traffic(conn, areas, at)
+    energy = await _energy(conn, areas, at)
+    return [
+        AreaSummary(
+            district=district,
+            at=at,
+            air=air[area],
+            traffic=traffic[area],
+            energy=energy[area],
+        )
+        for district, area in zip(districts, areas, strict=True)
+    ]
 
 
 async def district_summary(pool: asyncpg.Pool, district: District, at: datetime) -> AreaSummary:
     """AQI, congestion and energy load of one district at ``at``."""
     async with pool.acquire() as conn:
-        return await _area(conn, district, at)
+        (summary,) = await _areas(conn, [district], at)
+    return summary
 
 
 async def city_summary(pool: asyncpg.Pool, at: datetime) -> CitySummary:
     """The same KPIs city-wide (all devices), and per district."""
     async with pool.acquire() as conn:
-        city = await _area(conn, None, at)
-        districts = [await _area(conn, district, at) for district in District]
+        city, *districts = await _areas(conn, [None, *District], at)
     return CitySummary(**city.model_dump(), districts=districts)

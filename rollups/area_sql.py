@@ -13,7 +13,6 @@ from __future__ import annotations
 from devices.contract import METRICS, Kind, Metric, readings_table
 from rollups.schemas import (
     CITY_AREA,
-    WINDOW_METRIC,
     Tier,
     area_columns,
     area_table,
@@ -36,7 +35,7 @@ def members(kind: Kind, areas: str | None) -> str:
     )
 
 
-def _previous_last(kind: Kind, metric: Metric, tier: Tier, row: str, before: str) -> str:
+def previous_last(kind: Kind, metric: Metric, tier: Tier, row: str, before: str) -> str:
     """The device's last ``metric`` value in its ``tier`` parts before ``before``."""
     c = metric.name
     return (
@@ -82,7 +81,7 @@ def _from_device_rows(kind: Kind, tier: Tier, affected_sql: str, bounded: bool) 
     table = rollup_table(kind, tier)
     prevs = "".join(
         f", CASE WHEN t.{m.name}_first IS NOT NULL THEN"
-        f" {_previous_last(kind, m, tier, 't', 't.bucket')} END AS {m.name}__prev"
+        f" {previous_last(kind, m, tier, 't', 't.bucket')} END AS {m.name}__prev"
         for m in metrics
         if is_cumulative(kind, m)
     )
@@ -169,7 +168,7 @@ def backfill_areas(kind: Kind, tier: Tier) -> str:
     prevs = "".join(
         f", CASE WHEN t.{m.name}_first IS NOT NULL THEN COALESCE(lag(t.{m.name}_last) OVER"
         f" (PARTITION BY t.device_id, (t.{m.name}_first IS NULL) ORDER BY t.bucket),"
-        f" {_previous_last(kind, m, tier, 't', '$1')}) END AS {m.name}__prev"
+        f" {previous_last(kind, m, tier, 't', '$1')}) END AS {m.name}__prev"
         for m in metrics
         if is_cumulative(kind, m)
     )
@@ -182,226 +181,15 @@ def backfill_areas(kind: Kind, tier: Tier) -> str:
     return f"INSERT INTO {area_table(kind, tier)} (area, bucket, {', '.join(columns)}) {select}"
 
 
-# --- reads ------------------------------------------------------------------------------------
-# Parameters as rollups/sql.py read_series, but $1 are areas: $2 from, $3 first tier boundary,
-# $4 last tier boundary, $5 to, $6 part width, $7 query bucket width, $8 time zone (calendar
-# only). With an area tier, clean area buckets of [$3, $4) are read from it; an area bucket
-# holding a dirty minute of a member is read from its members' device tier rows, their dirty
-# buckets from raw. Without one ("device tiers": the area tier is being re-derived after a move,
-# or the width is finer than an hour), the middle is read from the device tier the same way.
-# The raw edges are read once for all members (a time-range scan joined to the members).
-
-
-def _raw_parts(kind: Kind, metrics: tuple[Metric, ...], tiered: bool, calendar: bool) -> str:
-    """Per (area, device, part) aggregates of the raw rows the query needs."""
-    raw = readings_table(kind)
-    zone = ", $8::text" if calendar else ""
-    cols = ", ".join(f"r.{m.name}" for m in metrics)
-    rows = (
-        f"SELECT m.area, r.device_id, r.ts, {cols} FROM {raw} AS r JOIN members AS m"
-        " ON m.device_id = r.device_id WHERE r.ts >= $2 AND r.ts < $3"
-        f" UNION ALL SELECT m.area, r.device_id, r.ts, {cols} FROM {raw} AS r JOIN members AS m"
-        " ON m.device_id = r.device_id WHERE r.ts >= $4 AND r.ts < $5"
-    )
-    if tiered:
-        rows += (
-            f" UNION ALL SELECT m.area, r.device_id, r.ts, {cols} FROM dirty AS d"
-            f" JOIN members AS m ON m.device_id = d.device_id JOIN {raw} AS r"
-            " ON r.device_id = d.device_id AND r.ts >= d.bucket"
-            " AND r.ts < d.bucket + $6::text::interval AND r.ts >= $3 AND r.ts < $4"
-        )
-    lags = "".join(
-        f", lag({m.name}) OVER (PARTITION BY area, device_id, bucket, ({m.name} IS NULL)"
-        f" ORDER BY ts) AS {m.name}__lag"
-        for m in metrics
-        if is_cumulative(kind, m)
-    )
-    selects = ["count(*)::integer AS readings"]
-    for m in metrics:
-        c = m.name
-        selects += [
-            f"count({c})::integer AS {c}_n",
-            f"min({c}) AS {c}_min",
-            f"max({c}) AS {c}_max",
-            f"{sum_of(m, c)} AS {c}_sum",
-        ]
-        if is_cumulative(kind, m):
-            selects += [
-                f"min(ts) FILTER (WHERE {c} IS NOT NULL) AS {c}_since",
-                f"(array_agg({c} ORDER BY ts) FILTER (WHERE {c} IS NOT NULL))[1] AS {c}_first",
-                f"(array_agg({c} ORDER BY ts DESC) FILTER (WHERE {c} IS NOT NULL))[1] AS {c}_last",
-                f"CASE WHEN count({c}) > 0 THEN COALESCE(sum({delta(c + '__lag', c)}), 0) END"
-                f" AS {c}_inc",
-            ]
-    names = ", ".join(m.name for m in metrics)
+def sum_of_device_means(kind: Kind, metric: Metric) -> str:
+    """(area, total): per area $1, each member's mean of ``metric`` over [$2, $3), summed;
+    members without a value there add nothing. Raw only: the window is minutes long."""
+    check_metrics(kind, (metric,))
+    c = metric.name
     return (
-        f"SELECT area, device_id, bucket, {', '.join(selects)} FROM ("
-        f" SELECT area, device_id, ts, bucket, {names}{lags} FROM ("
-        f"  SELECT s.*, time_bucket($6::text::interval, ts{zone}) AS bucket FROM ({rows}) AS s"
-        " ) AS b) AS w GROUP BY area, device_id, bucket"
-    )
-
-
-def _device_columns(kind: Kind, metrics: tuple[Metric, ...], prefix: str) -> str:
-    columns = ["readings"]
-    for m in metrics:
-        columns += [f"{m.name}_{part}" for part in ("n", "min", "max", "sum")]
-        if is_cumulative(kind, m):
-            columns += [f"{m.name}_{part}" for part in ("since", "first", "last", "inc")]
-    return ", ".join(
-        f"{prefix}bucket AS {c}" if c.endswith("_since") else prefix + c for c in columns
-    )
-
-
-def _tier_parts(kind: Kind, metrics: tuple[Metric, ...], table: str, area_tier: bool) -> str:
-    """Per (area, device, part) device tier rows of the middle that no dirty minute touches:
-    all of them, or (with an area tier) those in the area buckets the area tier cannot answer."""
-    cols = _device_columns(kind, metrics, "t.")
-    clean = (
-        " AND NOT EXISTS (SELECT 1 FROM dirty AS d"
-        " WHERE d.device_id = t.device_id AND d.bucket = t.bucket)"
-    )
-    if area_tier:
-        return (
-            f"SELECT m.area, t.device_id, t.bucket, {cols} FROM dirty_areas AS da"
-            " JOIN members AS m ON m.area = da.area"
-            f" JOIN {table} AS t ON t.device_id = m.device_id AND t.bucket = da.bucket"
-            f" WHERE t.bucket >= $3 AND t.bucket < $4{clean}"
-        )
-    return (
-        f"SELECT m.area, t.device_id, t.bucket, {cols} FROM {table} AS t"
-        f" JOIN members AS m ON m.device_id = t.device_id"
-        f" WHERE t.bucket >= $3 AND t.bucket < $4{clean}"
-    )
-
-
-def _device_parts_as_area(
-    kind: Kind, metrics: tuple[Metric, ...], tier: Tier | None, area_tier: bool
-) -> str:
-    """Device parts projected onto area part columns; a register's increase gets the step from
-    the device's previous reading: the previous part's in sequence when the whole middle is read
-    per device, else the previous raw reading (or, beyond raw, the previous tier part)."""
-    raw = readings_table(kind)
-    columns = ["area", "bucket", "readings"]
-    prevs = []
-    for m in metrics:
-        c = m.name
-        columns += [f"{c}_{part}" for part in ("n", "min", "max", "sum")]
-        if not is_cumulative(kind, m):
-            continue
-        before_raw = (
-            f"(SELECT r.{c} FROM {raw} AS r WHERE r.device_id = p.device_id"
-            f" AND r.ts < {{before}} AND r.{c} IS NOT NULL ORDER BY r.ts DESC LIMIT 1)"
-        )
-        if area_tier:
-            fallback = (
-                _previous_last(kind, m, tier, "p", "p.bucket") if tier is not None else "NULL"
-            )
-            prev = f"COALESCE({before_raw.format(before=f'p.{c}_since')}, {fallback})"
-        else:
-            prev = (
-                f"COALESCE(lag(p.{c}_last) OVER (PARTITION BY p.area, p.device_id,"
-                f" (p.{c}_first IS NULL) ORDER BY p.bucket), {before_raw.format(before='$2')})"
-            )
-        prevs.append(f"CASE WHEN p.{c}_first IS NOT NULL THEN {prev} END AS {c}__prev")
-        columns.append(
-            f"CASE WHEN {c}_first IS NOT NULL THEN COALESCE({c}_inc, 0)"
-            f" + COALESCE({delta(c + '__prev', c + '_first')}, 0) END AS {c}_increase"
-        )
-    extra = "".join(", " + p for p in prevs)
-    return f"SELECT {', '.join(columns)} FROM (SELECT p.*{extra} FROM device_parts AS p) AS q"
-
-
-def _parts(
-    kind: Kind, metrics: tuple[Metric, ...], tier: Tier, area_tier: bool, calendar: bool
-) -> str:
-    """The WITH clause ending in ``parts``: (area, bucket, readings, per metric n/min/max/sum
-    and ``<m>_increase``) covering [$2, $5) exactly once."""
-    check_metrics(kind, metrics)
-    zone = ", $8::text" if calendar else ""
-    tiered = tier is not Tier.RAW
-    ctes = [f"members AS ({members(kind, '$1::text[]')})"]
-    if tiered:
-        ctes.append(
-            "dirty AS (SELECT DISTINCT device_id,"
-            f" time_bucket($6::text::interval, minute{zone}) AS bucket FROM rollup_dirty"
-            f" WHERE kind = '{kind.value}' AND minute >= $3 AND minute < $4)"
-        )
-    if area_tier:
-        ctes.append(
-            "dirty_areas AS (SELECT DISTINCT m.area, d.bucket FROM dirty AS d"
-            " JOIN members AS m ON m.device_id = d.device_id)"
-        )
-    device_parts = _raw_parts(kind, metrics, tiered, calendar)
-    if tiered:
-        device_parts += " UNION ALL " + _tier_parts(
-            kind, metrics, rollup_table(kind, tier), area_tier
-        )
-    ctes.append(f"device_parts AS ({device_parts})")
-    parts = _device_parts_as_area(kind, metrics, tier if tiered else None, area_tier)
-    if area_tier:
-        cols = ", ".join(f"a.{c}" for c in area_columns(kind, metrics))
-        parts = (
-            f"SELECT a.area, a.bucket, {cols} FROM {area_table(kind, tier)} AS a"
-            " WHERE a.area = ANY($1::text[]) AND a.bucket >= $3 AND a.bucket < $4"
-            " AND NOT EXISTS (SELECT 1 FROM dirty_areas AS da"
-            "  WHERE da.area = a.area AND da.bucket = a.bucket)"
-            f" UNION ALL {parts}"
-        )
-    ctes.append(f"parts AS ({parts})")
-    return "WITH " + ", ".join(ctes)
-
-
-_VALUE = {
-    "avg": "sum({c}_sum)::double precision / NULLIF(sum({c}_n), 0)",
-    "min": "min({c}_min)",
-    "max": "max({c}_max)",
-    "sum": "sum({c}_sum)",
-    "count": "sum({c}_n)::bigint",
-    "rate": "sum({c}_sum)::double precision * 3600 / NULLIF(sum(" + WINDOW_METRIC + "_sum), 0)",
-    "increase": "sum({c}_increase)",
-}
-
-
-def read_area_series(
-    kind: Kind,
-    metrics: tuple[Metric, ...],
-    fn: str,
-    tier: Tier,
-    *,
-    area_tier: bool,
-    calendar: bool,
-) -> str:
-    """(area, bucket_start, readings, value): ``fn`` of ``metrics[0]`` per query bucket and area
-    (the other metrics are what ``fn`` needs besides, e.g. ``interval_s`` for a rate)."""
-    metric = metrics[0]
-    if fn == "increase" and not is_cumulative(kind, metric):
-        raise ValueError(f"{metric.name} is not a cumulative register")
-    value = _VALUE[fn].format(c=metric.name)
-    if fn == "sum" and metric.integer:
-        value += "::bigint"
-    zone = ", $8::text" if calendar else ""
-    return (
-        f"{_parts(kind, metrics, tier, area_tier, calendar)}"
-        f" SELECT area, time_bucket($7::text::interval, bucket{zone}) AS bucket_start,"
-        f" sum(readings)::bigint AS readings, {value} AS value FROM parts"
-        " GROUP BY 1, 2 ORDER BY 1, 2"
-    )
-
-
-def read_area_totals(
-    kind: Kind, metrics: tuple[Metric, ...], tier: Tier, *, area_tier: bool
-) -> str:
-    """(area, readings, per metric <m>_n, <m>_sum and a register's <m>_increase) over [$2, $5);
-    parameters $1-$6 only (parts are never calendar buckets here)."""
-    selects = ["sum(readings)::bigint AS readings"]
-    for m in metrics:
-        c = m.name
-        selects += [f"sum({c}_n)::bigint AS {c}_n", f"{sum_of(m, c + '_sum')} AS {c}_sum"]
-        if is_cumulative(kind, m):
-            selects.append(f"sum({c}_increase) AS {c}_increase")
-    return (
-        f"{_parts(kind, metrics, tier, area_tier, False)}"
-        f" SELECT area, {', '.join(selects)} FROM parts"
-        " GROUP BY area ORDER BY area"
+        f"WITH members AS ({members(kind, '$1::text[]')})"
+        f" SELECT m.area, sum(d.mean) AS total FROM (SELECT device_id, avg({c}) AS mean"
+        f" FROM {readings_table(kind)} WHERE ts >= $2 AND ts < $3 AND {c} IS NOT NULL"
+        " GROUP BY device_id) AS d JOIN members AS m ON m.device_id = d.device_id"
+        " GROUP BY m.area"
     )

@@ -11,8 +11,8 @@ import asyncpg
 
 from core.db import Connection
 from devices.contract import METRICS_BY_NAME, Kind, readings_table
-from rollups import area_sql, sql
-from rollups.schemas import AREA_TIERS, ROLLED_TIERS, Tier, area_table, rollup_table
+from rollups import area_reads, area_sql, sql
+from rollups.schemas import AREA_TIERS, ROLLED_TIERS, TIERS, Tier, area_table, rollup_table
 
 # Two-key advisory locks: this constant ("roll") and the kind's position. One worker per kind at
 # a time recomputes, so two never write the same hour from different views of its minutes.
@@ -134,8 +134,8 @@ def _area_series_sql(
 ) -> str:
     definitions = tuple(METRICS_BY_NAME[kind][name] for name in metrics)
     if fn is None:
-        return area_sql.read_area_totals(kind, definitions, tier, area_tier=area_tier)
-    return area_sql.read_area_series(
+        return area_reads.read_area_totals(kind, definitions, tier, area_tier=area_tier)
+    return area_reads.read_area_series(
         kind, definitions, fn, tier, area_tier=area_tier, calendar=calendar
     )
 
@@ -156,20 +156,45 @@ async def area_series(
     part_width: str,
     query_width: str,
     timezone: str | None,
+    hours: tuple[datetime, datetime] | None = None,
 ) -> list[asyncpg.Record]:
     """``fn(metrics[0])`` per area and query bucket (rows: area, bucket_start, readings, value),
     or with ``fn`` None each area's totals over [start, end) (area, readings, <m>_n, <m>_sum,
     <m>_increase): area tier rows for clean area buckets when ``area_tier``, device tier rows
-    for the rest of [tier_start, tier_end), raw readings for everything else."""
-    args: list[object] = [list(areas), start, tier_start, tier_end, end, part_width]
+    for the rest of [tier_start, tier_end) (and of ``hours`` around a day plan's days), raw
+    readings for everything else."""
+    # A day plan reads its partial edge days from the hour tiers, over ``hours`` (the
+    # hour-aligned bounds); raw is then labelled in hours.
+    raw_width = part_width if hours is None else TIERS[Tier.HOUR].bucket.interval
+    args: list[object] = [list(areas), start, tier_start, tier_end, end, raw_width]
     if fn is not None:
         args.append(query_width)
         if timezone is not None:
             args.append(timezone)
+        if tier is Tier.DAY:
+            if hours is None:
+                raise ValueError("a day plan needs its hour-aligned bounds")
+            args += list(hours)
     text = _area_series_sql(
         kind, metrics, fn, tier, area_tier=area_tier, calendar=timezone is not None
     )
     return await conn.fetch(text, *args)
+
+
+async def area_sum_of_device_means(
+    conn: Connection,
+    kind: Kind,
+    metric: str,
+    *,
+    areas: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> dict[str, float]:
+    """Per area, its devices' means of ``metric`` over [start, end) summed (areas where no
+    device has a value are left out)."""
+    text = area_sql.sum_of_device_means(kind, METRICS_BY_NAME[kind][metric])
+    rows = await conn.fetch(text, list(areas), start, end)
+    return {row["area"]: row["total"] for row in rows if row["total"] is not None}
 
 
 # --- retention and editions -------------------------------------------------------------------

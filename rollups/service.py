@@ -18,7 +18,7 @@ from core.db import Connection, create_pool
 from core.db import until_available as db_until_available
 from devices.contract import Kind
 from rollups import repository
-from rollups.buckets import DAY, Bucket
+from rollups.buckets import DAY, HOUR, Bucket
 from rollups.schemas import AREA_TIERS, ROLLED_TIERS, TIERS, Tier
 
 log = structlog.get_logger(__name__)
@@ -39,6 +39,9 @@ class Plan:
     part_width: str
     query_width: str
     timezone: str | None
+    # A day plan's hour-aligned bounds: area reads take its partial edge days from the hour
+    # tiers (so at most an hour of raw each side, not a day).
+    hours: tuple[datetime, datetime] | None = None
 
 
 def choose_tier(width: Bucket) -> Tier:
@@ -59,8 +62,15 @@ def plan(width: Bucket, start: datetime, end: datetime) -> Plan:
         tier_bucket = TIERS[tier].bucket
         tier_start, tier_end = tier_bucket.ceil(start), tier_bucket.floor(end)
         if tier_start < tier_end:
+            hours = (HOUR.ceil(start), HOUR.floor(end)) if tier is Tier.DAY else None
             return Plan(
-                tier, tier_start, tier_end, tier_bucket.interval, width.interval, width.timezone
+                tier,
+                tier_start,
+                tier_end,
+                tier_bucket.interval,
+                width.interval,
+                width.timezone,
+                hours,
             )
     return Plan(Tier.RAW, end, end, width.interval, width.interval, width.timezone)
 
@@ -125,6 +135,41 @@ async def area_series(
         part_width=the_plan.part_width,
         query_width=the_plan.query_width,
         timezone=the_plan.timezone,
+        hours=the_plan.hours,
+    )
+
+
+async def area_totals(
+    conn: Connection,
+    kind: Kind,
+    *,
+    metrics: tuple[str, ...],
+    areas: list[str],
+    start: datetime,
+    end: datetime,
+) -> dict[str, asyncpg.Record]:
+    """Per area, totals over [start, end) of each metric (``<m>_n``, ``<m>_sum``, a register's
+    ``<m>_increase``) and ``readings``; areas without readings there are left out. The hour
+    area tier answers the whole hours, raw the edges."""
+    rows = await area_series(
+        conn,
+        kind,
+        metrics=metrics,
+        fn=None,
+        areas=areas,
+        the_plan=plan(HOUR, start, end),
+        start=start,
+        end=end,
+    )
+    return {row["area"]: row for row in rows}
+
+
+async def area_sum_of_device_means(
+    conn: Connection, kind: Kind, metric: str, *, areas: list[str], start: datetime, end: datetime
+) -> dict[str, float]:
+    """Per area, the sum over its devices of each one's mean of ``metric`` in [start, end)."""
+    return await repository.area_sum_of_device_means(
+        conn, kind, metric, areas=areas, start=start, end=end
     )
 
 

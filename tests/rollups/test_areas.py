@@ -270,3 +270,33 @@ async def test_backfill_areas_derives_the_area_tiers_from_the_device_tiers(
             )
     await rollups.backfill_areas(db_pool, start, end)
     await assert_area_tiers_equal_raw(db_pool, start, end, AREAS, "backfilled")
+
+
+async def test_wide_area_answers_are_read_from_the_area_tier(
+    rollup_client: httpx.AsyncClient, db_pool: asyncpg.Pool
+) -> None:
+    """Proof of the path: a district's day answer follows its area row (tampered with here,
+    then re-derived), not the devices' rows."""
+    start = DAY.floor(datetime(2023, 6, 6, 12, 0, tzinfo=UTC))
+    end = start + timedelta(days=2)
+    await register_area_devices(db_pool, start, end)
+    await rollups.roll_up(db_pool)
+    assert await db_pool.fetchval("SELECT count(*) FROM rollup_area_moves") == 0
+    url = "/api/v1/districts/golden/aggregates"
+    _, honest = await api_points(rollup_client, url, "pm2_5", "1d", "sum", start, end)
+    want = await from_raw(
+        db_pool, Kind.AIR, "pm2_5", "sum", await members_of(db_pool, Kind.AIR, "golden"),
+        "1 day", True, start, end,
+    )  # fmt: skip
+    assert_same(honest, want, "honest")
+    await db_pool.execute(
+        "UPDATE air_area_rollup_1d SET pm2_5_sum = pm2_5_sum * 2"
+        " WHERE area = 'golden' AND bucket >= $1 AND bucket < $2",
+        start,
+        end,
+    )
+    _, tampered = await api_points(rollup_client, url, "pm2_5", "1d", "sum", start, end)
+    assert_same(tampered, [(b, n, 2 * v) for b, n, v in want], "tampered")
+    await rollups.backfill_areas(db_pool, start, end)
+    _, restored = await api_points(rollup_client, url, "pm2_5", "1d", "sum", start, end)
+    assert_same(restored, want, "restored")
