@@ -615,9 +615,13 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--raw-days", type=float, default=30, help="raw at one reading a minute")
     parser.add_argument("--tier-days", type=int, default=365)
+    parser.add_argument(
+        "--hour-days", type=int, default=None, help="hour tier days before raw (default: all)"
+    )
     parser.add_argument("--wide-devices", type=int, default=10_000, help="0 skips that fleet")
     parser.add_argument("--wide-raw-hours", type=float, default=6)
     parser.add_argument("--wide-hour-days", type=int, default=30)
+    parser.add_argument("--wide-tier-days", type=int, default=365)
     parser.add_argument("--ingest-rate", type=float, default=10_000, help="readings a second")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--warmup-s", type=float, default=20)
@@ -631,23 +635,19 @@ def main() -> None:
         "load_average_at_start": os.getloadavg(),
         "concurrency": args.concurrency,
         "ingest_rate_asked": args.ingest_rate,
+        "arguments": vars(args),
         "datasets": [],
     }
-    layouts = [
-        (
-            Layout(
-                args.devices,
-                args.raw_days * 24,
-                args.tier_days - int(args.raw_days),
-                args.tier_days,
-            ),
-            False,
-        )
-    ]
+    hour_days = args.hour_days
+    if hour_days is None:
+        hour_days = args.tier_days - int(args.raw_days)
+    layouts = [(Layout(args.devices, args.raw_days * 24, hour_days, args.tier_days), False)]
     if args.wide_devices:
         layouts.append(
             (
-                Layout(args.wide_devices, args.wide_raw_hours, args.wide_hour_days, args.tier_days),
+                Layout(
+                    args.wide_devices, args.wide_raw_hours, args.wide_hour_days, args.wide_tier_days
+                ),
                 True,
             )
         )
