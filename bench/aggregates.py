@@ -472,7 +472,9 @@ async def measure_raw(
 class LiveStack:
     """api, ingest, the rollup worker and the publisher, as separate processes."""
 
-    def __init__(self, services: BenchServices, devices: int, rate: float, pool_size: int) -> None:
+    def __init__(
+        self, services: BenchServices, devices: int, rate: float, pool_size: int, live: bool
+    ) -> None:
         settings = services.settings()
         self.port = free_port()
         common = {
@@ -487,6 +489,9 @@ class LiveStack:
                 **common,
                 "ALATAU_API__PORT": str(self.port),
                 "ALATAU_DATABASE__POOL_MAX_SIZE": str(pool_size),
+                # With its live feed on, the api also consumes the whole stream (see
+                # docs/benchmarks.md); a replica serving REST reads can run without it.
+                "ALATAU_LIVE__ENABLED": str(live).lower(),
             },
         )
         self.ingest = Process("ingest", env=ingest_env(settings, f"aggbench-{free_port()}"))
@@ -546,7 +551,9 @@ async def measure_dataset(
     try:
         print(f"dataset: {layout.devices:,} devices", flush=True)
         out["rows"] = await load(pool, layout, phases)
-        stack = LiveStack(services, layout.devices, args.ingest_rate, args.concurrency + 2)
+        stack = LiveStack(
+            services, layout.devices, args.ingest_rate, args.concurrency + 2, args.api_live
+        )
         live_from = datetime.now(UTC) - timedelta(seconds=5)
         try:
             # Let the stream reach a steady state (ingest and worker warm, minutes dirty).
@@ -632,6 +639,9 @@ def main() -> None:
     parser.add_argument("--request-scale", type=float, default=1.0)
     parser.add_argument("--raw-repeats", type=int, default=3)
     parser.add_argument(
+        "--api-live", action="store_true", help="keep the api's own live-feed subscription on"
+    )
+    parser.add_argument(
         "--scenario-s", type=float, default=60, help="longest a scenario's requests may take"
     )
     args = parser.parse_args()
@@ -665,6 +675,10 @@ def main() -> None:
                     measure_dataset(services, layout, args, wide_only, services.reader_headers())
                 )
             )
+        # What is measured so far survives a later dataset's failure.
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+        RESULTS.with_suffix(".md").write_text(markdown(report))
     report["total_s"] = round(time.perf_counter() - began, 1)
     report["load_average_at_end"] = os.getloadavg()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
