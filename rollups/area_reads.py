@@ -69,13 +69,13 @@ def _raw_rows(kind: Kind, metrics: tuple[Metric, ...], parts: tuple[Segment, ...
     for n, seg in enumerate(parts):
         if seg.tier is Tier.RAW:
             rows.append(
-                f"SELECT m.area, r.device_id, r.ts, {cols} FROM {raw} AS r JOIN members AS m"
+                f"SELECT r.device_id, r.ts, {cols} FROM {raw} AS r JOIN member_ids AS m"
                 f" ON m.device_id = r.device_id WHERE r.ts >= {seg.lower} AND r.ts < {seg.upper}"
             )
         else:
             rows.append(
-                f"SELECT m.area, r.device_id, r.ts, {cols} FROM dirty_{n} AS d"
-                f" JOIN members AS m ON m.device_id = d.device_id JOIN {raw} AS r"
+                f"SELECT r.device_id, r.ts, {cols} FROM dirty_{n} AS d"
+                f" JOIN member_ids AS m ON m.device_id = d.device_id JOIN {raw} AS r"
                 f" ON r.device_id = d.device_id AND r.ts >= d.bucket"
                 f" AND r.ts < d.bucket + {_width(seg.tier)}"
                 f" AND r.ts >= {seg.lower} AND r.ts < {seg.upper}"
@@ -86,10 +86,11 @@ def _raw_rows(kind: Kind, metrics: tuple[Metric, ...], parts: tuple[Segment, ...
 def _raw_parts(
     kind: Kind, metrics: tuple[Metric, ...], parts: tuple[Segment, ...], calendar: bool
 ) -> str:
-    """Per (area, device, part of width $6) aggregates of the raw rows the query needs."""
+    """Per (area, device, part of width $6) aggregates of the raw rows the query needs, each
+    reading aggregated once and its part then given to every area holding the device."""
     zone = ", $8::text" if calendar else ""
     lags = "".join(
-        f", lag({m.name}) OVER (PARTITION BY area, device_id, bucket, ({m.name} IS NULL)"
+        f", lag({m.name}) OVER (PARTITION BY device_id, bucket, ({m.name} IS NULL)"
         f" ORDER BY ts) AS {m.name}__lag"
         for m in metrics
         if is_cumulative(kind, m)
@@ -113,11 +114,13 @@ def _raw_parts(
             ]
     names = ", ".join(m.name for m in metrics)
     return (
-        f"SELECT area, device_id, bucket, {', '.join(selects)} FROM ("
-        f" SELECT area, device_id, ts, bucket, {names}{lags} FROM ("
+        "SELECT m.area, p.* FROM ("
+        f"SELECT device_id, bucket, {', '.join(selects)} FROM ("
+        f" SELECT device_id, ts, bucket, {names}{lags} FROM ("
         f"  SELECT s.*, time_bucket($6::text::interval, ts{zone}) AS bucket"
         f"  FROM ({_raw_rows(kind, metrics, parts)}) AS s"
-        " ) AS b) AS w GROUP BY area, device_id, bucket"
+        " ) AS b) AS w GROUP BY device_id, bucket"
+        ") AS p JOIN members AS m ON m.device_id = p.device_id"
     )
 
 
@@ -196,7 +199,10 @@ def _parts(
     and ``<m>_increase``) covering [$2, $5) exactly once."""
     check_metrics(kind, metrics)
     parts = segments(tier)
-    ctes = [f"members AS ({members(kind, '$1::text[]')})"]
+    ctes = [
+        f"members AS ({members(kind, '$1::text[]')})",
+        "member_ids AS (SELECT DISTINCT device_id FROM members)",
+    ]
     device_parts = [_raw_parts(kind, metrics, parts, calendar)]
     area_parts = []
     cols = ", ".join(f"a.{c}" for c in area_columns(kind, metrics))
