@@ -189,7 +189,11 @@ def _device_parts_as_area(kind: Kind, metrics: tuple[Metric, ...], area_tier: bo
             f" + COALESCE({delta(c + '__prev', c + '_first')}, 0) END AS {c}_increase"
         )
     extra = "".join(", " + p for p in prevs)
-    return f"SELECT {', '.join(columns)} FROM (SELECT p.*{extra} FROM device_parts AS p) AS q"
+    # OFFSET 0 keeps the subquery whole: the increase names the previous value three times,
+    # and flattened each would probe for it again.
+    return (
+        f"SELECT {', '.join(columns)} FROM (SELECT p.*{extra} FROM device_parts AS p OFFSET 0) AS q"
+    )
 
 
 def _parts(
