@@ -21,6 +21,8 @@ _KIND_LOCK: Final = {kind: index for index, kind in enumerate(Kind)}
 _RETENTION_LOCK: Final = 99
 # Every bucket holding a minute starts less than a day before it and ends within a day after.
 _MARGIN: Final = timedelta(days=1)
+# A bulk statement (a week of a large fleet's area rows) may outlast the pool's command timeout.
+_BULK_TIMEOUT_S: Final = 1800.0
 
 
 @cache
@@ -83,8 +85,8 @@ async def backfill_areas(
 ) -> None:
     """Re-derive every area bucket of ``tier`` in [start, end) (aligned) from the device tier."""
     async with conn.transaction():
-        await conn.execute(area_sql.clear_range(kind, tier), start, end)
-        await conn.execute(area_sql.backfill_areas(kind, tier), start, end)
+        await conn.execute(area_sql.clear_range(kind, tier), start, end, timeout=_BULK_TIMEOUT_S)
+        await conn.execute(area_sql.backfill_areas(kind, tier), start, end, timeout=_BULK_TIMEOUT_S)
 
 
 async def backfill(
