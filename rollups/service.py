@@ -322,14 +322,19 @@ async def backfill(pool: asyncpg.Pool, start: datetime, end: datetime, step_days
 
 
 async def backfill_areas(
-    pool: asyncpg.Pool, start: datetime, end: datetime, step_days: int = 7
+    pool: asyncpg.Pool,
+    start: datetime,
+    end: datetime,
+    step_days: int = 7,
+    tiers: tuple[Tier, ...] = AREA_TIERS,
 ) -> None:
-    """Re-derive the area tiers (hour and day, every district and the city) over [start, end)
-    from the device tiers, set-based, a week at a time: after the device tiers were loaded
-    directly (benchmarks) or backfilled. Widened to Almaty midnights like ``backfill``."""
+    """Re-derive the area tiers (minute, hour and day, or those of ``tiers``; every district and
+    the city) over [start, end) from the device tiers of the same widths, set-based, a week at a
+    time: after the device tiers were loaded directly (benchmarks) or backfilled. Widened to
+    Almaty midnights like ``backfill``."""
     start, end = DAY.floor(start), DAY.ceil(end)
     for kind in Kind:
-        for tier in AREA_TIERS:
+        for tier in tiers:
             for lower, upper in _weeks(start, end, step_days):
                 async with pool.acquire() as conn:
                     await repository.backfill_areas(conn, kind, tier, lower, upper)
