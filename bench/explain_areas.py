@@ -164,8 +164,7 @@ async def district_year(pool: asyncpg.Pool, now: datetime) -> dict[str, tuple[fl
         )
         for _ in range(2):  # the second run is the warm one reported
             out["before"] = await explain(conn, before, ids, *args)
-            assert plan.hours is not None
-            out["after"] = await explain(conn, after, ["gate"], *args, *plan.hours)
+            out["after"] = await explain(conn, after, ["gate"], *args, *plan.outer)
     return out
 
 
@@ -209,12 +208,16 @@ async def city_summaries(
     cluster: PostgresCluster, pool: asyncpg.Pool, now: datetime, main_checkout: Path
 ) -> dict[str, tuple[float, int, float, int, str]]:
     log = cluster.data_dir / "postgres.log"
-    await pool.execute(
-        "ALTER SYSTEM SET session_preload_libraries = 'auto_explain';"
-        " ALTER SYSTEM SET auto_explain.log_min_duration = 0;"
-        " ALTER SYSTEM SET auto_explain.log_analyze = on;"
-        " ALTER SYSTEM SET auto_explain.log_buffers = on; SELECT pg_reload_conf()"
-    )
+    async with pool.acquire() as conn:
+        await conn.execute("LOAD 'auto_explain'")  # defines its settings in this session
+        for setting in (
+            "session_preload_libraries = 'auto_explain'",
+            "auto_explain.log_min_duration = 0",
+            "auto_explain.log_analyze = on",
+            "auto_explain.log_buffers = on",
+        ):
+            await conn.execute(f"ALTER SYSTEM SET {setting}")
+        await conn.execute("SELECT pg_reload_conf()")
     await pool.expire_connections()
     out = {}
     offset = log.stat().st_size
@@ -237,10 +240,9 @@ async def city_summaries(
     wall = time.perf_counter() - started
     count, total, buffers, slowest = _logged(log, offset)
     out["after"] = (wall, count, total, buffers, slowest)
-    await pool.execute(
-        "ALTER SYSTEM RESET session_preload_libraries; ALTER SYSTEM RESET"
-        " auto_explain.log_min_duration; SELECT pg_reload_conf()"
-    )
+    await pool.execute("ALTER SYSTEM RESET session_preload_libraries")
+    await pool.execute("ALTER SYSTEM RESET auto_explain.log_min_duration")
+    await pool.execute("SELECT pg_reload_conf()")
     return out
 
 
@@ -265,7 +267,7 @@ async def run(args: argparse.Namespace, cluster: PostgresCluster) -> None:
         ).items():
             print(
                 f"\n## city summary, {case}: {wall * 1000:.0f} ms wall, {count} statements,"
-                f" {total:.1f} ms executing, {buffers} shared buffers; slowest:\n{slowest[:6000]}"
+                f" {total:.1f} ms executing, {buffers} shared buffers; slowest:\n{slowest}"
             )
         await pool.close()
     finally:

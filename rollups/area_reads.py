@@ -3,14 +3,16 @@
 A read covers [$2, $5) with segments, each answered once for every member of the areas $1:
 - raw readings for the unaligned edges, a time-range scan joined to the members (not one probe
   per device), labelled with parts of width $6;
-- a tier segment per aligned stretch: for a day plan, hours [$9, $3), days [$3, $4), hours
-  [$4, $10), so the partial days at the edges come from the hour tier, not from a day of raw;
-  otherwise the plan's tier over [$3, $4).
+- a tier segment per aligned stretch, coarsest in the middle: for a day plan minutes, hours,
+  days [$3, $4), hours, minutes; for an hour plan minutes, hours [$3, $4), minutes (the outer
+  bounds are parameters after the others); so a partial day or hour at an edge comes from the
+  finer area tiers, and raw covers less than a minute at each end.
 In a tier segment, clean area buckets come from the area tier; an area bucket holding a dirty
 minute of a member from its members' device tier rows, and their dirty buckets from raw.
 Without the area tier ("device tiers": a membership change waits for the worker, or the width
 is finer than an hour) every bucket of a segment is read from the device tier that way.
-Parameters besides: $7 query bucket width, $8 time zone (calendar buckets only).
+Parameters besides: $7 query bucket width, $8 time zone (calendar buckets only), then the
+outer bounds.
 """
 
 from __future__ import annotations
@@ -38,19 +40,43 @@ class Segment:
     upper: str
 
 
-def segments(tier: Tier) -> tuple[Segment, ...]:
-    """The segments of a plan answered by ``tier`` (see the module's docstring)."""
+def segments(tier: Tier, outer: tuple[str, ...]) -> tuple[Segment, ...]:
+    """The segments of a plan answered by ``tier`` (see the module's docstring); ``outer`` names
+    the parameters of the finer tiers' bounds around [$3, $4): an hour plan's minute-aligned
+    (start, end), a day plan's hour-aligned then minute-aligned ones."""
     if tier is Tier.RAW:
         return (Segment(Tier.RAW, "$2", "$3"), Segment(Tier.RAW, "$4", "$5"))
-    if tier is Tier.DAY:
+    if tier is Tier.MINUTE:
         return (
-            Segment(Tier.RAW, "$2", "$9"),
-            Segment(Tier.HOUR, "$9", "$3"),
-            Segment(Tier.DAY, "$3", "$4"),
-            Segment(Tier.HOUR, "$4", "$10"),
-            Segment(Tier.RAW, "$10", "$5"),
+            Segment(Tier.RAW, "$2", "$3"),
+            Segment(Tier.MINUTE, "$3", "$4"),
+            Segment(Tier.RAW, "$4", "$5"),
         )
-    return (Segment(Tier.RAW, "$2", "$3"), Segment(tier, "$3", "$4"), Segment(Tier.RAW, "$4", "$5"))
+    if tier is Tier.HOUR:
+        m_start, m_end = outer
+        return (
+            Segment(Tier.RAW, "$2", m_start),
+            Segment(Tier.MINUTE, m_start, "$3"),
+            Segment(Tier.HOUR, "$3", "$4"),
+            Segment(Tier.MINUTE, "$4", m_end),
+            Segment(Tier.RAW, m_end, "$5"),
+        )
+    h_start, h_end, m_start, m_end = outer
+    return (
+        Segment(Tier.RAW, "$2", m_start),
+        Segment(Tier.MINUTE, m_start, h_start),
+        Segment(Tier.HOUR, h_start, "$3"),
+        Segment(Tier.DAY, "$3", "$4"),
+        Segment(Tier.HOUR, "$4", h_end),
+        Segment(Tier.MINUTE, h_end, m_end),
+        Segment(Tier.RAW, m_end, "$5"),
+    )
+
+
+def outer_parameters(tier: Tier, first: int) -> tuple[str, ...]:
+    """Parameter names of a plan's outer bounds, numbered from ``first``."""
+    count = {Tier.HOUR: 2, Tier.DAY: 4}.get(tier, 0)
+    return tuple(f"${first + n}" for n in range(count))
 
 
 def _width(tier: Tier) -> str:
@@ -69,13 +95,13 @@ def _raw_rows(kind: Kind, metrics: tuple[Metric, ...], parts: tuple[Segment, ...
     for n, seg in enumerate(parts):
         if seg.tier is Tier.RAW:
             rows.append(
-                f"SELECT m.area, r.device_id, r.ts, {cols} FROM {raw} AS r JOIN members AS m"
+                f"SELECT r.device_id, r.ts, {cols} FROM {raw} AS r JOIN member_ids AS m"
                 f" ON m.device_id = r.device_id WHERE r.ts >= {seg.lower} AND r.ts < {seg.upper}"
             )
         else:
             rows.append(
-                f"SELECT m.area, r.device_id, r.ts, {cols} FROM dirty_{n} AS d"
-                f" JOIN members AS m ON m.device_id = d.device_id JOIN {raw} AS r"
+                f"SELECT r.device_id, r.ts, {cols} FROM dirty_{n} AS d"
+                f" JOIN member_ids AS m ON m.device_id = d.device_id JOIN {raw} AS r"
                 f" ON r.device_id = d.device_id AND r.ts >= d.bucket"
                 f" AND r.ts < d.bucket + {_width(seg.tier)}"
                 f" AND r.ts >= {seg.lower} AND r.ts < {seg.upper}"
@@ -86,10 +112,11 @@ def _raw_rows(kind: Kind, metrics: tuple[Metric, ...], parts: tuple[Segment, ...
 def _raw_parts(
     kind: Kind, metrics: tuple[Metric, ...], parts: tuple[Segment, ...], calendar: bool
 ) -> str:
-    """Per (area, device, part of width $6) aggregates of the raw rows the query needs."""
+    """Per (area, device, part of width $6) aggregates of the raw rows the query needs, each
+    reading aggregated once and its part then given to every area holding the device."""
     zone = ", $8::text" if calendar else ""
     lags = "".join(
-        f", lag({m.name}) OVER (PARTITION BY area, device_id, bucket, ({m.name} IS NULL)"
+        f", lag({m.name}) OVER (PARTITION BY device_id, bucket, ({m.name} IS NULL)"
         f" ORDER BY ts) AS {m.name}__lag"
         for m in metrics
         if is_cumulative(kind, m)
@@ -113,11 +140,13 @@ def _raw_parts(
             ]
     names = ", ".join(m.name for m in metrics)
     return (
-        f"SELECT area, device_id, bucket, {', '.join(selects)} FROM ("
-        f" SELECT area, device_id, ts, bucket, {names}{lags} FROM ("
+        "SELECT m.area, p.* FROM ("
+        f"SELECT device_id, bucket, {', '.join(selects)} FROM ("
+        f" SELECT device_id, ts, bucket, {names}{lags} FROM ("
         f"  SELECT s.*, time_bucket($6::text::interval, ts{zone}) AS bucket"
         f"  FROM ({_raw_rows(kind, metrics, parts)}) AS s"
-        " ) AS b) AS w GROUP BY area, device_id, bucket"
+        " ) AS b) AS w GROUP BY device_id, bucket"
+        ") AS p JOIN members AS m ON m.device_id = p.device_id"
     )
 
 
@@ -186,28 +215,64 @@ def _device_parts_as_area(kind: Kind, metrics: tuple[Metric, ...], area_tier: bo
             f" + COALESCE({delta(c + '__prev', c + '_first')}, 0) END AS {c}_increase"
         )
     extra = "".join(", " + p for p in prevs)
-    return f"SELECT {', '.join(columns)} FROM (SELECT p.*{extra} FROM device_parts AS p) AS q"
+    # OFFSET 0 keeps the subquery whole: the increase names the previous value three times,
+    # and flattened each would probe for it again.
+    return (
+        f"SELECT {', '.join(columns)} FROM (SELECT p.*{extra} FROM device_parts AS p OFFSET 0) AS q"
+    )
+
+
+def _dirty_next(kind: Kind, registers: list[Metric]) -> str:
+    """Each member's next register reading after each of its dirty minutes: the step into it
+    changed with the late reading, so the area rows holding it are stale until the worker's
+    pass, wherever it falls (the next minute, hour or day)."""
+    raw = readings_table(kind)
+    nonnull = " OR ".join(f"r.{m.name} IS NOT NULL" for m in registers)
+    return (
+        "dirty_next AS (SELECT DISTINCT d.device_id, nx.ts FROM rollup_dirty AS d"
+        " JOIN member_ids AS m ON m.device_id = d.device_id CROSS JOIN LATERAL ("
+        f" SELECT r.ts FROM {raw} AS r WHERE r.device_id = d.device_id"
+        f" AND r.ts >= d.minute + INTERVAL '1 minute' AND ({nonnull}) ORDER BY r.ts LIMIT 1"
+        f") AS nx WHERE d.kind = '{kind.value}')"
+    )
 
 
 def _parts(
-    kind: Kind, metrics: tuple[Metric, ...], tier: Tier, area_tier: bool, calendar: bool
+    kind: Kind,
+    metrics: tuple[Metric, ...],
+    tier: Tier,
+    *,
+    area_tier: bool,
+    calendar: bool,
+    outer: tuple[str, ...],
 ) -> str:
     """The WITH clause ending in ``parts``: (area, bucket, readings, per metric n/min/max/sum
     and ``<m>_increase``) covering [$2, $5) exactly once."""
     check_metrics(kind, metrics)
-    parts = segments(tier)
-    ctes = [f"members AS ({members(kind, '$1::text[]')})"]
+    parts = segments(tier, outer)
+    ctes = [
+        f"members AS ({members(kind, '$1::text[]')})",
+        "member_ids AS (SELECT DISTINCT device_id FROM members)",
+    ]
     device_parts = [_raw_parts(kind, metrics, parts, calendar)]
     area_parts = []
     cols = ", ".join(f"a.{c}" for c in area_columns(kind, metrics))
+    registers = [m for m in metrics if is_cumulative(kind, m)]
+    if area_tier and registers:
+        ctes.append(_dirty_next(kind, registers))
     for n, seg in enumerate(parts):
         if seg.tier is Tier.RAW:
             continue
-        ctes.append(
-            f"dirty_{n} AS (SELECT DISTINCT device_id, {_bucket(seg.tier, 'minute')} AS bucket"
-            f" FROM rollup_dirty WHERE kind = '{kind.value}'"
-            f" AND minute >= {seg.lower} AND minute < {seg.upper})"
+        dirty = (
+            f"SELECT device_id, {_bucket(seg.tier, 'minute')} AS bucket FROM rollup_dirty"
+            f" WHERE kind = '{kind.value}' AND minute >= {seg.lower} AND minute < {seg.upper}"
         )
+        if area_tier and registers:
+            dirty += (
+                f" UNION ALL SELECT device_id, {_bucket(seg.tier, 'ts')} FROM dirty_next"
+                f" WHERE ts >= {seg.lower} AND ts < {seg.upper}"
+            )
+        ctes.append(f"dirty_{n} AS (SELECT DISTINCT device_id, bucket FROM ({dirty}) AS x)")
         if area_tier:
             ctes.append(
                 f"dirty_areas_{n} AS (SELECT DISTINCT m.area, d.bucket FROM dirty_{n} AS d"
@@ -257,8 +322,9 @@ def read_area_series(
     if fn == "sum" and metric.integer:
         value += "::bigint"
     zone = ", $8::text" if calendar else ""
+    outer = outer_parameters(tier, 9 if calendar else 8)
     return (
-        f"{_parts(kind, metrics, tier, area_tier, calendar)}"
+        f"{_parts(kind, metrics, tier, area_tier=area_tier, calendar=calendar, outer=outer)}"
         f" SELECT area, time_bucket($7::text::interval, bucket{zone}) AS bucket_start,"
         f" sum(readings)::bigint AS readings, {value} AS value FROM parts"
         " GROUP BY 1, 2 ORDER BY 1, 2"
@@ -269,9 +335,10 @@ def read_area_totals(
     kind: Kind, metrics: tuple[Metric, ...], tier: Tier, *, area_tier: bool
 ) -> str:
     """(area, readings, per metric <m>_n, <m>_sum and a register's <m>_increase) over [$2, $5);
-    parameters $1-$6 only (an hour, minute or raw plan: no calendar buckets here)."""
+    parameters $1-$6, then an hour plan's minute bounds as $7, $8 (no calendar buckets here)."""
     if tier is Tier.DAY:
         raise ValueError("totals are planned on hours")
+    outer = outer_parameters(tier, 7)
     selects = ["sum(readings)::bigint AS readings"]
     for m in metrics:
         c = m.name
@@ -279,6 +346,6 @@ def read_area_totals(
         if is_cumulative(kind, m):
             selects.append(f"sum({c}_increase) AS {c}_increase")
     return (
-        f"{_parts(kind, metrics, tier, area_tier, False)}"
+        f"{_parts(kind, metrics, tier, area_tier=area_tier, calendar=False, outer=outer)}"
         f" SELECT area, {', '.join(selects)} FROM parts GROUP BY area ORDER BY area"
     )

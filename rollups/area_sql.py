@@ -90,6 +90,8 @@ def _from_device_rows(kind: Kind, tier: Tier, affected_sql: str, bounded: bool) 
         f" JOIN ({members(kind, None)}) AS m ON m.area = a.area"
         f" JOIN {table} AS t ON t.device_id = m.device_id AND t.bucket = a.bucket"
         + (" AND t.bucket >= $3" if bounded else "")
+        # Kept whole (OFFSET 0), so a register's previous value is probed once per row.
+        + " OFFSET 0"
     )
     return (
         f"SELECT w.area, w.bucket, {', '.join(_sums(kind, metrics, 'w.'))} FROM ({rows}) AS w"

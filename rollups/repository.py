@@ -21,6 +21,8 @@ _KIND_LOCK: Final = {kind: index for index, kind in enumerate(Kind)}
 _RETENTION_LOCK: Final = 99
 # Every bucket holding a minute starts less than a day before it and ends within a day after.
 _MARGIN: Final = timedelta(days=1)
+# A bulk statement (a week of a large fleet's area rows) may outlast the pool's command timeout.
+_BULK_TIMEOUT_S: Final = 1800.0
 
 
 @cache
@@ -83,8 +85,8 @@ async def backfill_areas(
 ) -> None:
     """Re-derive every area bucket of ``tier`` in [start, end) (aligned) from the device tier."""
     async with conn.transaction():
-        await conn.execute(area_sql.clear_range(kind, tier), start, end)
-        await conn.execute(area_sql.backfill_areas(kind, tier), start, end)
+        await conn.execute(area_sql.clear_range(kind, tier), start, end, timeout=_BULK_TIMEOUT_S)
+        await conn.execute(area_sql.backfill_areas(kind, tier), start, end, timeout=_BULK_TIMEOUT_S)
 
 
 async def backfill(
@@ -156,25 +158,22 @@ async def area_series(
     part_width: str,
     query_width: str,
     timezone: str | None,
-    hours: tuple[datetime, datetime] | None = None,
+    outer: tuple[datetime, ...] = (),
 ) -> list[asyncpg.Record]:
     """``fn(metrics[0])`` per area and query bucket (rows: area, bucket_start, readings, value),
     or with ``fn`` None each area's totals over [start, end) (area, readings, <m>_n, <m>_sum,
     <m>_increase): area tier rows for clean area buckets when ``area_tier``, device tier rows
-    for the rest of [tier_start, tier_end) (and of ``hours`` around a day plan's days), raw
-    readings for everything else."""
-    # A day plan reads its partial edge days from the hour tiers, over ``hours`` (the
-    # hour-aligned bounds); raw is then labelled in hours.
-    raw_width = part_width if hours is None else TIERS[Tier.HOUR].bucket.interval
+    for the rest of [tier_start, tier_end) (and of the finer tiers over the ``outer`` bounds
+    around it), raw readings for everything else."""
+    # Around an hour or day plan's middle the finer area tiers answer, over the ``outer``
+    # bounds (see rollups/area_reads.py); raw is then less than a minute, labelled in minutes.
+    raw_width = TIERS[Tier.MINUTE].bucket.interval if outer else part_width
     args: list[object] = [list(areas), start, tier_start, tier_end, end, raw_width]
     if fn is not None:
         args.append(query_width)
         if timezone is not None:
             args.append(timezone)
-        if tier is Tier.DAY:
-            if hours is None:
-                raise ValueError("a day plan needs its hour-aligned bounds")
-            args += list(hours)
+    args += list(outer)
     text = _area_series_sql(
         kind, metrics, fn, tier, area_tier=area_tier, calendar=timezone is not None
     )

@@ -31,10 +31,10 @@ TIERS: Final[dict[Tier, TierSpec]] = {
     Tier.DAY: TierSpec(DAY, Tier.HOUR),
 }
 ROLLED_TIERS: Final = (Tier.MINUTE, Tier.HOUR, Tier.DAY)
-# Area tiers (per district and the city, pre-summed over devices) exist for hours and days only:
-# a district or city query at minute widths is rare and short, and the hour tier plus the raw
-# edges (at most an hour each side) answers the wide ones.
-AREA_TIERS: Final = (Tier.HOUR, Tier.DAY)
+# Area tiers (per district and the city, pre-summed over devices) at every width, the minute one
+# too: it answers the partial hours at a wide query's edges, which would otherwise be an hour of
+# every device's raw readings at each end.
+AREA_TIERS: Final = (Tier.MINUTE, Tier.HOUR, Tier.DAY)
 CITY_AREA: Final = "city"
 
 # Cumulative registers: consumption per bucket is the increase, a drop is a meter reset.

@@ -18,7 +18,7 @@ from core.db import Connection, create_pool
 from core.db import until_available as db_until_available
 from devices.contract import Kind
 from rollups import repository
-from rollups.buckets import DAY, HOUR, Bucket
+from rollups.buckets import DAY, HOUR, MINUTE, Bucket
 from rollups.schemas import AREA_TIERS, ROLLED_TIERS, TIERS, Tier
 
 log = structlog.get_logger(__name__)
@@ -39,9 +39,10 @@ class Plan:
     part_width: str
     query_width: str
     timezone: str | None
-    # A day plan's hour-aligned bounds: area reads take its partial edge days from the hour
-    # tiers (so at most an hour of raw each side, not a day).
-    hours: tuple[datetime, datetime] | None = None
+    # Around an hour plan's middle its minute-aligned bounds, around a day plan's its hour-
+    # then minute-aligned ones: area reads take the partial days and hours at the edges from
+    # the finer area tiers (so less than a minute of raw each side).
+    outer: tuple[datetime, ...] = ()
 
 
 def choose_tier(width: Bucket) -> Tier:
@@ -62,7 +63,11 @@ def plan(width: Bucket, start: datetime, end: datetime) -> Plan:
         tier_bucket = TIERS[tier].bucket
         tier_start, tier_end = tier_bucket.ceil(start), tier_bucket.floor(end)
         if tier_start < tier_end:
-            hours = (HOUR.ceil(start), HOUR.floor(end)) if tier is Tier.DAY else None
+            outer: tuple[datetime, ...] = ()
+            if tier is Tier.HOUR:
+                outer = (MINUTE.ceil(start), MINUTE.floor(end))
+            elif tier is Tier.DAY:
+                outer = (HOUR.ceil(start), HOUR.floor(end), MINUTE.ceil(start), MINUTE.floor(end))
             return Plan(
                 tier,
                 tier_start,
@@ -70,7 +75,7 @@ def plan(width: Bucket, start: datetime, end: datetime) -> Plan:
                 tier_bucket.interval,
                 width.interval,
                 width.timezone,
-                hours,
+                outer,
             )
     return Plan(Tier.RAW, end, end, width.interval, width.interval, width.timezone)
 
@@ -135,7 +140,7 @@ async def area_series(
         part_width=the_plan.part_width,
         query_width=the_plan.query_width,
         timezone=the_plan.timezone,
-        hours=the_plan.hours,
+        outer=the_plan.outer,
     )
 
 
@@ -317,14 +322,19 @@ async def backfill(pool: asyncpg.Pool, start: datetime, end: datetime, step_days
 
 
 async def backfill_areas(
-    pool: asyncpg.Pool, start: datetime, end: datetime, step_days: int = 7
+    pool: asyncpg.Pool,
+    start: datetime,
+    end: datetime,
+    step_days: int = 7,
+    tiers: tuple[Tier, ...] = AREA_TIERS,
 ) -> None:
-    """Re-derive the area tiers (hour and day, every district and the city) over [start, end)
-    from the device tiers, set-based, a week at a time: after the device tiers were loaded
-    directly (benchmarks) or backfilled. Widened to Almaty midnights like ``backfill``."""
+    """Re-derive the area tiers (minute, hour and day, or those of ``tiers``; every district and
+    the city) over [start, end) from the device tiers of the same widths, set-based, a week at a
+    time: after the device tiers were loaded directly (benchmarks) or backfilled. Widened to
+    Almaty midnights like ``backfill``."""
     start, end = DAY.floor(start), DAY.ceil(end)
     for kind in Kind:
-        for tier in AREA_TIERS:
+        for tier in tiers:
             for lower, upper in _weeks(start, end, step_days):
                 async with pool.acquire() as conn:
                     await repository.backfill_areas(conn, kind, tier, lower, upper)

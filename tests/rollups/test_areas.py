@@ -43,7 +43,7 @@ QUERIES = [
     (Kind.AIR, "pm2_5", ["avg", "max", "count"]),
 ]
 BUCKETS = ("15m", "1h", "3h", "1d", "1mo")
-TIER_INTERVAL = {Tier.HOUR: "1 hour", Tier.DAY: "1 day"}
+TIER_INTERVAL = {Tier.MINUTE: "1 minute", Tier.HOUR: "1 hour", Tier.DAY: "1 day"}
 
 
 def readings(kind: Kind, seed: int, start: datetime, end: datetime) -> list[dict[str, Any]]:
