@@ -52,6 +52,7 @@ bench-ingest: provision
 bench-edges: provision
 	@$(PY) -m bench.edges
 
-# A year of data for 1,000 devices: about a quarter of an hour on two cores.
+# A year of tiers and 30 days of minute raw for 1,000 devices, then the wide questions at 10,000
+# devices, with ingest storing a live stream alongside (docs/benchmarks.md, Aggregates).
 bench-aggregates: provision
 	@$(PY) -m bench.aggregates

@@ -1,8 +1,9 @@
 """Aggregates per device, per district and city-wide, answered by the rollup query planner.
 
 Every answer equals the aggregate computed straight from raw readings: clean tier buckets come
-from the cheapest rollup tier, everything else (range edges, buckets holding late readings not
-yet rolled up) from raw. No SQL and no HTTP here.
+from the cheapest rollup tier (for a district or the city, its area tier: one row per bucket,
+not one per device), everything else (range edges, buckets holding late readings not yet rolled
+up) from raw, read once for the whole area. No SQL and no HTTP here.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from devices.contract import METRICS, METRICS_BY_NAME, District, Kind, metric_na
 from devices.schemas import Device
 from rollups import service as rollups
 from rollups.buckets import Bucket, parse_bucket
-from rollups.schemas import CUMULATIVE, WINDOW_COUNTS, WINDOW_METRIC, kind_of_metric
+from rollups.schemas import CITY_AREA, CUMULATIVE, WINDOW_COUNTS, WINDOW_METRIC, kind_of_metric
 
 EXPECTED_INTERVAL_KEY: Final = "expected_interval_s"
 
@@ -137,13 +138,24 @@ async def aggregates(
         plan = rollups.plan(width, window.start, window.end)
         metrics = (metric, WINDOW_METRIC) if fn is AggregateFn.RATE else (metric,)
         rows = []
-        if devices:
+        if devices and scope is AggregateScope.DEVICE:
             rows = await rollups.series(
                 conn,
                 kind,
                 metrics=metrics,
                 fn=fn.value,
                 device_ids=[d.device_id for d in devices],
+                the_plan=plan,
+                start=window.start,
+                end=window.end,
+            )
+        elif devices:
+            rows = await rollups.area_series(
+                conn,
+                kind,
+                metrics=metrics,
+                fn=fn.value,
+                areas=[district.value if district is not None else CITY_AREA],
                 the_plan=plan,
                 start=window.start,
                 end=window.end,

@@ -10,7 +10,15 @@ from typing import Any, Final
 import asyncpg
 
 from core.db import Connection
-from devices.contract import METRICS_BY_NAME, District, Kind, Metric, metric_names, readings_table
+from devices.contract import (
+    METRICS_BY_NAME,
+    District,
+    Kind,
+    Metric,
+    latest_table,
+    metric_names,
+    readings_table,
+)
 from rollups.schemas import Tier, rollup_table
 
 
@@ -56,13 +64,11 @@ _LATEST_OF_DEVICE: Final = {
     for kind in Kind
 }
 
-# One index probe per device on (device_id, ts): newest by reading time, not by arrival.
+# The maintained newest reading per device (ingest keeps it, see migrations/0030): one row a
+# device, so the cost does not grow with raw's chunks or the fleet's history.
 _LATEST_OF_KIND: Final = {
-    kind: f"SELECT d.device_id, d.district, {_reading_columns(kind, 'r.')}"
-    " FROM devices AS d CROSS JOIN LATERAL ("
-    f"   SELECT {_reading_columns(kind)} FROM {readings_table(kind)} AS t"
-    "    WHERE t.device_id = d.device_id ORDER BY t.ts DESC LIMIT 1"
-    " ) AS r"
+    kind: f"SELECT d.device_id, d.district, {_reading_columns(kind, 'l.')}"
+    f" FROM devices AS d JOIN {latest_table(kind)} AS l ON l.device_id = d.device_id"
     " WHERE d.kind = $1 AND ($2::text IS NULL OR d.district = $2)"
     " ORDER BY d.device_id"
     for kind in Kind

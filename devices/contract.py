@@ -149,6 +149,11 @@ def readings_table(kind: Kind) -> str:
     return f"{kind.value}_readings"
 
 
+def latest_table(kind: Kind) -> str:
+    """Name of a kind's newest-reading-per-device table (same columns as raw, one row a device)."""
+    return f"{kind.value}_latest"
+
+
 def contract_document() -> dict[str, Any]:
     """The contract as data, served by the API so apps and firmware can read it."""
     return {

@@ -11,7 +11,7 @@ from typing import Any, Final
 import asyncpg
 
 from core.db import Connection
-from devices.contract import Kind, metric_names, readings_table
+from devices.contract import METRICS, Kind, latest_table, metric_names, readings_table
 from ingest.schemas import REJECTION_COLUMNS
 
 _COLUMNS: Final = {kind: ("device_id", "ts", "received_at", *metric_names(kind)) for kind in Kind}
@@ -94,6 +94,37 @@ _MARK_DIRTY: Final = {
 }
 
 
+def _remember_latest_sql(kind: Kind) -> str:
+    table, columns = latest_table(kind), _COLUMNS[kind]
+    types = ["text", "timestamptz", "timestamptz", *(m.sql_type for m in METRICS[kind])]
+    arrays = ", ".join(f"${n}::{sql_type}[]" for n, sql_type in enumerate(types, start=1))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)})"
+        f" SELECT * FROM unnest({arrays}) ORDER BY 1"
+        f" ON CONFLICT (device_id) DO UPDATE SET {updates} WHERE {table}.ts < EXCLUDED.ts"
+    )
+
+
+# Each device's newest reading of the batch replaces the stored latest only when strictly newer:
+# an equal ts is a redelivery the raw table kept the first copy of. Rows go in device order so
+# two batches cannot deadlock (both lock their dirty minutes first, then these rows).
+_REMEMBER_LATEST: Final = {kind: _remember_latest_sql(kind) for kind in Kind}
+
+
+async def remember_latest(conn: Connection, kind: Kind, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Keep ``{kind}_latest`` the newest stored reading per device; call in the transaction that
+    stored ``rows`` (``_COLUMNS`` order: device_id, ts, received_at, metrics...)."""
+    newest: dict[str, tuple[Any, ...]] = {}
+    for row in rows:
+        held = newest.get(row[0])
+        if held is None or row[1] > held[1]:  # on a tie the first copy is the stored one
+            newest[row[0]] = row
+    if newest:
+        columns = zip(*newest.values(), strict=True)
+        await conn.execute(_REMEMBER_LATEST[kind], *(list(column) for column in columns))
+
+
 async def prepare_connection(conn: Connection) -> None:
     """Per-connection staging tables; rows vanish at commit, so a batch never sees another's."""
     for kind in Kind:
@@ -131,6 +162,7 @@ async def store_readings(conn: Connection, kind: Kind, rows: Sequence[tuple[Any,
         await conn.copy_records_to_table(_staging_table(kind), records=rows, columns=_COLUMNS[kind])
         status = await conn.execute(_INSERT_FROM_STAGE[kind])
         await conn.execute(_MARK_DIRTY[kind])
+        await remember_latest(conn, kind, rows)
         conflicts = [_conflict(kind, record) for record in await conn.fetch(_CONFLICTS[kind])]
         return Stored(int(status.rsplit(" ", 1)[1]), conflicts)
     minutes = {(row[0], row[1].astimezone(UTC).replace(second=0, microsecond=0)) for row in rows}
@@ -140,6 +172,7 @@ async def store_readings(conn: Connection, kind: Kind, rows: Sequence[tuple[Any,
         [device_id for device_id, _ in minutes],
         [minute for _, minute in minutes],
     )
+    await remember_latest(conn, kind, rows)
     return Stored(len(rows))
 
 

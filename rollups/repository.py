@@ -11,8 +11,8 @@ import asyncpg
 
 from core.db import Connection
 from devices.contract import METRICS_BY_NAME, Kind, readings_table
-from rollups import sql
-from rollups.schemas import ROLLED_TIERS, Tier, rollup_table
+from rollups import area_reads, area_sql, sql
+from rollups.schemas import AREA_TIERS, ROLLED_TIERS, TIERS, Tier, area_table, rollup_table
 
 # Two-key advisory locks: this constant ("roll") and the kind's position. One worker per kind at
 # a time recomputes, so two never write the same hour from different views of its minutes.
@@ -21,6 +21,8 @@ _KIND_LOCK: Final = {kind: index for index, kind in enumerate(Kind)}
 _RETENTION_LOCK: Final = 99
 # Every bucket holding a minute starts less than a day before it and ends within a day after.
 _MARGIN: Final = timedelta(days=1)
+# A bulk statement (a week of a large fleet's area rows) may outlast the pool's command timeout.
+_BULK_TIMEOUT_S: Final = 1800.0
 
 
 @cache
@@ -51,6 +53,40 @@ async def recompute(
     await conn.execute(sql.recompute_minutes(kind), device_ids, minutes, lower, upper)
     for tier in ROLLED_TIERS[1:]:
         await conn.execute(sql.recompute_coarser(kind, tier), device_ids, minutes, lower, upper)
+    for tier in AREA_TIERS:
+        await conn.execute(area_sql.recompute_areas(kind, tier), device_ids, minutes, lower)
+
+
+async def claim_moves(conn: Connection, kind: Kind, limit: int) -> list[asyncpg.Record]:
+    """Delete and return up to ``limit`` queued (device, area) membership changes of a kind."""
+    return await conn.fetch(area_sql.claim_moves(), kind.value, limit)
+
+
+async def rederive_moved(
+    conn: Connection, kind: Kind, device_ids: Sequence[str], areas: Sequence[str]
+) -> None:
+    """Re-derive every area bucket the moved devices have parts in, for the paired areas, and
+    drop the area rows left with no member."""
+    for tier in AREA_TIERS:
+        await conn.execute(area_sql.rederive_moved(kind, tier), device_ids, areas)
+        await conn.execute(area_sql.drop_emptied(kind, tier), device_ids, areas)
+
+
+async def moves_pending(conn: Connection, kind: Kind) -> bool:
+    """Whether a membership change of the kind waits: its area tiers are not to be read."""
+    pending: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM rollup_area_moves WHERE kind = $1)", kind.value
+    )
+    return pending
+
+
+async def backfill_areas(
+    conn: Connection, kind: Kind, tier: Tier, start: datetime, end: datetime
+) -> None:
+    """Re-derive every area bucket of ``tier`` in [start, end) (aligned) from the device tier."""
+    async with conn.transaction():
+        await conn.execute(area_sql.clear_range(kind, tier), start, end, timeout=_BULK_TIMEOUT_S)
+        await conn.execute(area_sql.backfill_areas(kind, tier), start, end, timeout=_BULK_TIMEOUT_S)
 
 
 async def backfill(
@@ -88,6 +124,78 @@ async def series(
     return await conn.fetch(_series_sql(kind, metrics, fn, tier, timezone is not None), *args)
 
 
+@cache
+def _area_series_sql(
+    kind: Kind,
+    metrics: tuple[str, ...],
+    fn: str | None,
+    tier: Tier,
+    *,
+    area_tier: bool,
+    calendar: bool,
+) -> str:
+    definitions = tuple(METRICS_BY_NAME[kind][name] for name in metrics)
+    if fn is None:
+        return area_reads.read_area_totals(kind, definitions, tier, area_tier=area_tier)
+    return area_reads.read_area_series(
+        kind, definitions, fn, tier, area_tier=area_tier, calendar=calendar
+    )
+
+
+async def area_series(
+    conn: Connection,
+    kind: Kind,
+    metrics: tuple[str, ...],
+    fn: str | None,
+    tier: Tier,
+    *,
+    area_tier: bool,
+    areas: Sequence[str],
+    start: datetime,
+    tier_start: datetime,
+    tier_end: datetime,
+    end: datetime,
+    part_width: str,
+    query_width: str,
+    timezone: str | None,
+    outer: tuple[datetime, ...] = (),
+) -> list[asyncpg.Record]:
+    """``fn(metrics[0])`` per area and query bucket (rows: area, bucket_start, readings, value),
+    or with ``fn`` None each area's totals over [start, end) (area, readings, <m>_n, <m>_sum,
+    <m>_increase): area tier rows for clean area buckets when ``area_tier``, device tier rows
+    for the rest of [tier_start, tier_end) (and of the finer tiers over the ``outer`` bounds
+    around it), raw readings for everything else."""
+    # Around an hour or day plan's middle the finer area tiers answer, over the ``outer``
+    # bounds (see rollups/area_reads.py); raw is then less than a minute, labelled in minutes.
+    raw_width = TIERS[Tier.MINUTE].bucket.interval if outer else part_width
+    args: list[object] = [list(areas), start, tier_start, tier_end, end, raw_width]
+    if fn is not None:
+        args.append(query_width)
+        if timezone is not None:
+            args.append(timezone)
+    args += list(outer)
+    text = _area_series_sql(
+        kind, metrics, fn, tier, area_tier=area_tier, calendar=timezone is not None
+    )
+    return await conn.fetch(text, *args)
+
+
+async def area_sum_of_device_means(
+    conn: Connection,
+    kind: Kind,
+    metric: str,
+    *,
+    areas: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> dict[str, float]:
+    """Per area, its devices' means of ``metric`` over [start, end) summed (areas where no
+    device has a value are left out)."""
+    text = area_sql.sum_of_device_means(kind, METRICS_BY_NAME[kind][metric])
+    rows = await conn.fetch(text, list(areas), start, end)
+    return {row["area"]: row["total"] for row in rows if row["total"] is not None}
+
+
 # --- retention and editions -------------------------------------------------------------------
 
 
@@ -99,9 +207,13 @@ async def licensed_edition(conn: Connection) -> bool:
     return license_name == "timescale"
 
 
-async def enable_compression(conn: Connection, kind: Kind, tier: Tier, after: timedelta) -> None:
-    """Compress a tier's chunks older than ``after`` (licensed edition only)."""
-    table = rollup_table(kind, tier)
+async def enable_compression(
+    conn: Connection, kind: Kind, tier: Tier, after: timedelta, *, areas: bool = False
+) -> None:
+    """Compress a tier's chunks older than ``after`` (licensed edition only); ``areas``: the
+    kind's area tier of that width rather than its device tier."""
+    table = area_table(kind, tier) if areas else rollup_table(kind, tier)
+    segment = "area" if areas else "device_id"
     enabled = await conn.fetchval(
         "SELECT compression_enabled FROM timescaledb_information.hypertables"
         " WHERE hypertable_name = $1",
@@ -110,7 +222,7 @@ async def enable_compression(conn: Connection, kind: Kind, tier: Tier, after: ti
     if not enabled:
         await conn.execute(
             f"ALTER TABLE {table} SET (timescaledb.compress,"
-            " timescaledb.compress_segmentby = 'device_id',"
+            f" timescaledb.compress_segmentby = '{segment}',"
             " timescaledb.compress_orderby = 'bucket')"
         )
     await conn.execute(
@@ -133,11 +245,14 @@ async def drop_old_chunks(conn: Connection, retention: dict[Tier, timedelta | No
             if keep is None:
                 continue
             for kind in Kind:
-                table = readings_table(kind) if tier is Tier.RAW else rollup_table(kind, tier)
-                rows = await conn.fetch(
-                    "SELECT drop_chunks($1::regclass, older_than => now() - $2::interval)",
-                    table,
-                    keep,
-                )
-                dropped += len(rows)
+                tables = [readings_table(kind) if tier is Tier.RAW else rollup_table(kind, tier)]
+                if tier in AREA_TIERS:
+                    tables.append(area_table(kind, tier))
+                for table in tables:
+                    rows = await conn.fetch(
+                        "SELECT drop_chunks($1::regclass, older_than => now() - $2::interval)",
+                        table,
+                        keep,
+                    )
+                    dropped += len(rows)
     return dropped

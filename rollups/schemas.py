@@ -31,6 +31,11 @@ TIERS: Final[dict[Tier, TierSpec]] = {
     Tier.DAY: TierSpec(DAY, Tier.HOUR),
 }
 ROLLED_TIERS: Final = (Tier.MINUTE, Tier.HOUR, Tier.DAY)
+# Area tiers (per district and the city, pre-summed over devices) at every width, the minute one
+# too: it answers the partial hours at a wide query's edges, which would otherwise be an hour of
+# every device's raw readings at each end.
+AREA_TIERS: Final = (Tier.MINUTE, Tier.HOUR, Tier.DAY)
+CITY_AREA: Final = "city"
 
 # Cumulative registers: consumption per bucket is the increase, a drop is a meter reset.
 CUMULATIVE: Final[frozenset[tuple[Kind, str]]] = frozenset({(Kind.ENERGY, "energy_kwh")})
@@ -46,6 +51,13 @@ def rollup_table(kind: Kind, tier: Tier) -> str:
     if tier is Tier.RAW:
         raise ValueError("raw readings have no rollup table")
     return f"{kind.value}_rollup_{tier.value}"
+
+
+def area_table(kind: Kind, tier: Tier) -> str:
+    """Name of a kind's area rollup hypertable (rows per district and for the city)."""
+    if tier not in AREA_TIERS:
+        raise ValueError(f"no area tier of {tier.value}")
+    return f"{kind.value}_area_rollup_{tier.value}"
 
 
 def is_cumulative(kind: Kind, metric: Metric) -> bool:
@@ -68,3 +80,15 @@ def kind_of_metric(name: str) -> Kind | None:
         if name in metrics:
             return kind
     return None
+
+
+def area_columns(kind: Kind, metrics: tuple[Metric, ...] | None = None) -> tuple[str, ...]:
+    """The aggregate columns of a kind's area tier tables (after area and bucket): count, min,
+    max and sum per metric; a cumulative register keeps ``<m>_increase``, the increase of its
+    devices' readings in the bucket, each counted from the device's previous reading."""
+    columns = ["readings"]
+    for metric in metrics if metrics is not None else METRICS[kind]:
+        columns += [f"{metric.name}_{part}" for part in ("n", "min", "max", "sum")]
+        if is_cumulative(kind, metric):
+            columns.append(f"{metric.name}_increase")
+    return tuple(columns)

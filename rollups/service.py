@@ -18,8 +18,8 @@ from core.db import Connection, create_pool
 from core.db import until_available as db_until_available
 from devices.contract import Kind
 from rollups import repository
-from rollups.buckets import DAY, Bucket
-from rollups.schemas import ROLLED_TIERS, TIERS, Tier
+from rollups.buckets import DAY, HOUR, MINUTE, Bucket
+from rollups.schemas import AREA_TIERS, ROLLED_TIERS, TIERS, Tier
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +39,10 @@ class Plan:
     part_width: str
     query_width: str
     timezone: str | None
+    # Around an hour plan's middle its minute-aligned bounds, around a day plan's its hour-
+    # then minute-aligned ones: area reads take the partial days and hours at the edges from
+    # the finer area tiers (so less than a minute of raw each side).
+    outer: tuple[datetime, ...] = ()
 
 
 def choose_tier(width: Bucket) -> Tier:
@@ -59,8 +63,19 @@ def plan(width: Bucket, start: datetime, end: datetime) -> Plan:
         tier_bucket = TIERS[tier].bucket
         tier_start, tier_end = tier_bucket.ceil(start), tier_bucket.floor(end)
         if tier_start < tier_end:
+            outer: tuple[datetime, ...] = ()
+            if tier is Tier.HOUR:
+                outer = (MINUTE.ceil(start), MINUTE.floor(end))
+            elif tier is Tier.DAY:
+                outer = (HOUR.ceil(start), HOUR.floor(end), MINUTE.ceil(start), MINUTE.floor(end))
             return Plan(
-                tier, tier_start, tier_end, tier_bucket.interval, width.interval, width.timezone
+                tier,
+                tier_start,
+                tier_end,
+                tier_bucket.interval,
+                width.interval,
+                width.timezone,
+                outer,
             )
     return Plan(Tier.RAW, end, end, width.interval, width.interval, width.timezone)
 
@@ -94,22 +109,102 @@ async def series(
     )
 
 
+async def area_series(
+    conn: Connection,
+    kind: Kind,
+    *,
+    metrics: tuple[str, ...],
+    fn: str | None,
+    areas: list[str],
+    the_plan: Plan,
+    start: datetime,
+    end: datetime,
+) -> list[asyncpg.Record]:
+    """Per area (a district's name or ``city``): rows (area, bucket_start, readings, value), or
+    with ``fn`` None the area's totals over [start, end); equal to the aggregate computed from
+    raw over the area's devices. The area tiers answer the clean middle unless a membership
+    change waits for the worker; then the device tiers do."""
+    area_tier = the_plan.tier in AREA_TIERS and not await repository.moves_pending(conn, kind)
+    return await repository.area_series(
+        conn,
+        kind,
+        metrics,
+        fn,
+        the_plan.tier,
+        area_tier=area_tier,
+        areas=areas,
+        start=start,
+        tier_start=the_plan.tier_start,
+        tier_end=the_plan.tier_end,
+        end=end,
+        part_width=the_plan.part_width,
+        query_width=the_plan.query_width,
+        timezone=the_plan.timezone,
+        outer=the_plan.outer,
+    )
+
+
+async def area_totals(
+    conn: Connection,
+    kind: Kind,
+    *,
+    metrics: tuple[str, ...],
+    areas: list[str],
+    start: datetime,
+    end: datetime,
+) -> dict[str, asyncpg.Record]:
+    """Per area, totals over [start, end) of each metric (``<m>_n``, ``<m>_sum``, a register's
+    ``<m>_increase``) and ``readings``; areas without readings there are left out. The hour
+    area tier answers the whole hours, raw the edges."""
+    rows = await area_series(
+        conn,
+        kind,
+        metrics=metrics,
+        fn=None,
+        areas=areas,
+        the_plan=plan(HOUR, start, end),
+        start=start,
+        end=end,
+    )
+    return {row["area"]: row for row in rows}
+
+
+async def area_sum_of_device_means(
+    conn: Connection, kind: Kind, metric: str, *, areas: list[str], start: datetime, end: datetime
+) -> dict[str, float]:
+    """Per area, the sum over its devices of each one's mean of ``metric`` in [start, end)."""
+    return await repository.area_sum_of_device_means(
+        conn, kind, metric, areas=areas, start=start, end=end
+    )
+
+
 # --- the worker -------------------------------------------------------------------------------
 
 
+MOVES_PER_BATCH = 50
+
+
 async def roll_up_kind(pool: asyncpg.Pool, kind: Kind, batch: int) -> int:
-    """Recompute one batch of a kind's dirty minutes and their hours and days in one transaction;
-    returns how many minutes, 0 when none are dirty or another worker holds the kind."""
+    """Recompute one batch of a kind's dirty minutes and their hours and days, device and area
+    tiers, and re-derive the areas of devices whose district changed, in one transaction;
+    returns how many minutes and moves, 0 when there are none or another worker holds the kind."""
     async with pool.acquire() as conn, conn.transaction():
         if not await repository.try_lock_kind(conn, kind):
             return 0
         claimed = await repository.claim_dirty(conn, kind, batch)
-        if not claimed:
-            return 0
-        await repository.recompute(
-            conn, kind, [row["device_id"] for row in claimed], [row["minute"] for row in claimed]
-        )
-    return len(claimed)
+        if claimed:
+            await repository.recompute(
+                conn,
+                kind,
+                [row["device_id"] for row in claimed],
+                [row["minute"] for row in claimed],
+            )
+        moves = await repository.claim_moves(conn, kind, MOVES_PER_BATCH)
+        if moves:
+            await repository.rederive_moved(
+                conn, kind, [row["device_id"] for row in moves], [row["area"] for row in moves]
+            )
+    return len(claimed) + len(moves)
 
 
 async def roll_up(pool: asyncpg.Pool, batch: int = 5000) -> int:
@@ -150,6 +245,8 @@ async def prepare(pool: asyncpg.Pool, settings: RollupSettings) -> bool:
             for kind in Kind:
                 for tier in ROLLED_TIERS:
                     await repository.enable_compression(conn, kind, tier, after)
+                for tier in AREA_TIERS:
+                    await repository.enable_compression(conn, kind, tier, after, areas=True)
     log.info("rollups prepared", licensed_edition=licensed)
     return licensed
 
@@ -201,16 +298,44 @@ async def run(pool: asyncpg.Pool, settings: RollupSettings, stop: asyncio.Event)
         await _pause(stop, settings.interval_s)
 
 
+def _weeks(start: datetime, end: datetime, step_days: int) -> list[tuple[datetime, datetime]]:
+    steps, cursor = [], start
+    while cursor < end:
+        upper = min(cursor + timedelta(days=step_days), end)
+        steps.append((cursor, upper))
+        cursor = upper
+    return steps
+
+
 async def backfill(pool: asyncpg.Pool, start: datetime, end: datetime, step_days: int = 7) -> None:
-    """Recompute every tier over [start, end) from raw, a week at a time (bulk loads).
-    ``start`` and ``end`` are widened to Almaty midnights so every day bucket is whole."""
+    """Recompute every tier, device and area, over [start, end) from raw, a week at a time
+    (bulk loads). ``start`` and ``end`` are widened to Almaty midnights so every day bucket is
+    whole."""
     start, end = DAY.floor(start), DAY.ceil(end)
     for kind in Kind:
         for tier in ROLLED_TIERS:
-            cursor = start
-            while cursor < end:
-                upper = min(cursor + timedelta(days=step_days), end)
+            for lower, upper in _weeks(start, end, step_days):
                 async with pool.acquire() as conn:
-                    await repository.backfill(conn, kind, tier, cursor, upper)
-                cursor = upper
+                    await repository.backfill(conn, kind, tier, lower, upper)
         log.info("backfilled", kind=kind.value)
+    await backfill_areas(pool, start, end, step_days)
+
+
+async def backfill_areas(
+    pool: asyncpg.Pool,
+    start: datetime,
+    end: datetime,
+    step_days: int = 7,
+    tiers: tuple[Tier, ...] = AREA_TIERS,
+) -> None:
+    """Re-derive the area tiers (minute, hour and day, or those of ``tiers``; every district and
+    the city) over [start, end) from the device tiers of the same widths, set-based, a week at a
+    time: after the device tiers were loaded directly (benchmarks) or backfilled. Widened to
+    Almaty midnights like ``backfill``."""
+    start, end = DAY.floor(start), DAY.ceil(end)
+    for kind in Kind:
+        for tier in tiers:
+            for lower, upper in _weeks(start, end, step_days):
+                async with pool.acquire() as conn:
+                    await repository.backfill_areas(conn, kind, tier, lower, upper)
+        log.info("areas backfilled", kind=kind.value)

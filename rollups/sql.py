@@ -119,6 +119,12 @@ def _bucket(width: str, column: str, timezone: str | None) -> str:
     return f"time_bucket(INTERVAL '{width}', {column}{zone})"
 
 
+# Shared with rollups/area_sql.py, so device and area tiers use the same arithmetic.
+check_metrics = _check
+sum_of = _sum
+bucket_expr = _bucket
+
+
 def upsert(kind: Kind, table: str, select_sql: str) -> str:
     columns = tier_columns(kind)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
@@ -164,6 +170,11 @@ def recompute_minutes(kind: Kind) -> str:
 def _coarser(tier: Tier) -> tuple[str, str | None]:
     bucket = TIERS[tier].bucket
     return bucket.interval, bucket.timezone
+
+
+def tier_bucket(tier: Tier) -> tuple[str, str | None]:
+    """A rolled tier's bucket width and time zone (None: fixed width)."""
+    return _coarser(tier)
 
 
 def recompute_coarser(kind: Kind, tier: Tier) -> str:

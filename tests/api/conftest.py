@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -15,7 +15,8 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from core.config import Settings
-from devices.contract import Kind, readings_table
+from devices.contract import Kind, metric_names, readings_table
+from ingest import repository as ingest_repository
 
 
 @asynccontextmanager
@@ -50,9 +51,11 @@ async def insert_readings(
 ) -> None:
     """Store readings as ingest would; each row gives ``ts``, optionally ``received_at``, and
     any metrics of the kind (the rest stay null)."""
+    received = datetime.now(UTC)
     batches: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
     for row in rows:
-        batches[tuple(row)].append((device_id, *row.values()))
+        full = {"received_at": received, **row}
+        batches[tuple(full)].append((device_id, *full.values()))
     for names, records in batches.items():
         columns = ("device_id", *names)
         placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
@@ -60,7 +63,8 @@ async def insert_readings(
             f"INSERT INTO {readings_table(kind)} ({', '.join(columns)}) VALUES ({placeholders})",
             records,
         )
-    # Ingest marks the minutes it touched for the rollup worker in the same transaction.
+    # Ingest marks the minutes it touched for the rollup worker in the same transaction, and
+    # keeps each device's newest reading for GET /latest.
     await pool.execute(
         "INSERT INTO rollup_dirty (kind, device_id, minute)"
         " SELECT DISTINCT $1, $2, time_bucket(INTERVAL '1 minute', ts)"
@@ -70,6 +74,16 @@ async def insert_readings(
         device_id,
         [row["ts"] for row in rows],
     )
+    names = metric_names(kind)
+    async with pool.acquire() as conn:
+        await ingest_repository.remember_latest(
+            conn,
+            kind,
+            [
+                (device_id, row["ts"], row.get("received_at", received), *map(row.get, names))
+                for row in rows
+            ],
+        )
 
 
 def parse_ts(value: str) -> datetime:

@@ -235,3 +235,35 @@ async def test_an_unencoded_plus_in_the_offset_is_understood(
     response = await client.get(url)
     assert response.status_code == 200, response.text
     assert [parse_ts(item["ts"]) for item in response.json()["items"]] == [T0]
+
+
+async def test_latest_list_is_not_moved_back_by_a_reading_that_arrives_late(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool, unique: str
+) -> None:
+    device_id = f"late-{unique}"
+    await register(db_pool, device_id, Kind.AIR, District.GROWING)
+    await insert_readings(db_pool, Kind.AIR, device_id, [{"ts": T0, "pm2_5": 12.0}])
+    # Arrives after, holds an older reading: GET /latest keeps the newer one.
+    await insert_readings(
+        db_pool, Kind.AIR, device_id, [{"ts": T0 - timedelta(minutes=10), "pm2_5": 80.0}]
+    )
+
+    async def listed() -> dict[str, Any]:
+        response = await client.get("/api/v1/latest", params={"kind": "air"})
+        assert response.status_code == 200, response.text
+        mine: list[dict[str, Any]] = [
+            item for item in response.json()["items"] if item["device_id"] == device_id
+        ]
+        assert len(mine) == 1
+        return mine[0]
+
+    item = await listed()
+    assert (parse_ts(item["ts"]), item["values"]["pm2_5"]) == (T0, 12.0)
+    single = (await client.get(f"/api/v1/devices/{device_id}/latest")).json()
+    assert (parse_ts(single["ts"]), single["values"]) == (parse_ts(item["ts"]), item["values"])
+    # A newer one does replace it.
+    await insert_readings(
+        db_pool, Kind.AIR, device_id, [{"ts": T0 + timedelta(minutes=1), "pm2_5": 14.5}]
+    )
+    item = await listed()
+    assert (parse_ts(item["ts"]), item["values"]["pm2_5"]) == (T0 + timedelta(minutes=1), 14.5)

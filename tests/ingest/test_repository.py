@@ -111,3 +111,49 @@ async def test_a_status_received_earlier_never_replaces_a_newer_one(
     assert late["last_seen"] is not None  # the late batch's readings still count as seen
     later = await record("online", offline_at + timedelta(seconds=1))
     assert later["status"] == "online"
+
+
+async def latest_of(pool: asyncpg.Pool, device_id: str) -> tuple[datetime, int]:
+    row = await pool.fetchrow(
+        "SELECT ts, vehicle_count FROM traffic_latest WHERE device_id = $1", device_id
+    )
+    assert row is not None
+    return row["ts"], row["vehicle_count"]
+
+
+async def newest_in_raw(pool: asyncpg.Pool, device_id: str) -> tuple[datetime, int]:
+    row = await pool.fetchrow(
+        "SELECT ts, vehicle_count FROM traffic_readings WHERE device_id = $1"
+        " ORDER BY ts DESC LIMIT 1",
+        device_id,
+    )
+    assert row is not None
+    return row["ts"], row["vehicle_count"]
+
+
+async def test_latest_is_the_newest_stored_reading_and_late_data_never_replaces_it(
+    db_pool: asyncpg.Pool, unique: str
+) -> None:
+    device_id = f"repo-{unique}-latest"
+    await register(db_pool, device_id, Kind.TRAFFIC)
+    minute = timedelta(minutes=1)
+    assert await store(db_pool, rows(device_id, range(5, 6))) == 1
+    assert await latest_of(db_pool, device_id) == (START + 5 * minute, 15)
+    # Late readings, on the COPY path: older than the latest, so it stays.
+    assert await store(db_pool, rows(device_id, range(3))) == 3
+    assert await latest_of(db_pool, device_id) == (START + 5 * minute, 15)
+    # A redelivery of the latest with other values, beside a late minute (the deduplicating
+    # path): raw keeps the first copy, and so does the latest.
+    redelivered = [(device_id, START + 5 * minute, datetime.now(UTC), 999, 1.0, None, None, None)]
+    assert await store(db_pool, redelivered + rows(device_id, range(3, 4))) == 1
+    assert await latest_of(db_pool, device_id) == (START + 5 * minute, 15)
+    # A newer reading replaces it, wherever it sits in its batch.
+    assert await store(db_pool, rows(device_id, range(8, 9)) + rows(device_id, range(7, 8))) == 2
+    assert await latest_of(db_pool, device_id) == (START + 8 * minute, 18)
+    assert await latest_of(db_pool, device_id) == await newest_in_raw(db_pool, device_id)
+    assert (
+        await db_pool.fetchval(
+            "SELECT count(*) FROM traffic_latest WHERE device_id = $1", device_id
+        )
+        == 1
+    )

@@ -120,3 +120,63 @@ def _value(fn: str, got: list[Any], increase: float | None) -> Any:
     if fn == "increase":
         return increase
     return _PLAIN[fn](got)
+
+
+async def members_of(pool: asyncpg.Pool, kind: Kind, area: str) -> list[str]:
+    """The devices an area holds now: a district's, or every device of the kind for the city."""
+    rows = await pool.fetch(
+        "SELECT device_id FROM devices WHERE kind = $1 AND ($2 = 'city' OR district = $2)"
+        " ORDER BY device_id",
+        kind.value,
+        area,
+    )
+    return [row["device_id"] for row in rows]
+
+
+async def area_rows(
+    pool: asyncpg.Pool,
+    kind: Kind,
+    area: str,
+    metrics: list[str],
+    interval: str,
+    calendar: bool,
+    start: datetime,
+    end: datetime,
+) -> dict[datetime, dict[str, Any]]:
+    """What an area tier row must hold per bucket, summed in Python over the area's devices:
+    readings, and per metric n, min, max, sum; ``energy_kwh`` also its increase, each reading
+    counted from its device's previous reading (however long before)."""
+    table = readings_table(kind)
+    devices = await members_of(pool, kind, area)
+    rows = await pool.fetch(
+        f"SELECT device_id, ts, {_bucket_sql(calendar)} AS b, {', '.join(metrics)} FROM {table}"
+        " WHERE device_id = ANY($2::text[]) ORDER BY device_id, ts",
+        interval,
+        devices,
+    )
+    out: dict[datetime, dict[str, Any]] = {}
+    previous: dict[str, float] = {}
+    for row in rows:
+        bucket = row["b"]
+        register = row["energy_kwh"] if "energy_kwh" in metrics else None
+        step = None
+        if register is not None:
+            prev = previous.get(row["device_id"])
+            step = 0.0 if prev is None else (register - prev if register >= prev else register)
+            previous[row["device_id"]] = register
+        if not start <= row["ts"] < end:
+            continue
+        got = out.setdefault(bucket, {"readings": 0})
+        got["readings"] += 1
+        for metric in metrics:
+            value = row[metric]
+            got.setdefault(f"{metric}_n", 0)
+            if value is None:
+                continue
+            got[f"{metric}_n"] += 1
+            got[f"{metric}_min"] = min(got.get(f"{metric}_min", value), value)
+            got[f"{metric}_max"] = max(got.get(f"{metric}_max", value), value)
+            got[f"{metric}_sum"] = got.get(f"{metric}_sum", 0) + value
+        if step is not None:
+            got["energy_kwh_increase"] = got.get("energy_kwh_increase", 0.0) + step
+    return out

@@ -107,11 +107,17 @@ async def city(db_pool: asyncpg.Pool) -> dict[Kind, list[str]]:
 
 
 async def api_points(
-    client: httpx.AsyncClient, url: str, metric: str, bucket: str, fn: str
+    client: httpx.AsyncClient,
+    url: str,
+    metric: str,
+    bucket: str,
+    fn: str,
+    start: datetime = FROM,
+    end: datetime = TO,
 ) -> tuple[str, list[Point]]:
     params = {"metric": metric, "bucket": bucket, "fn": fn}
     response = await client.get(
-        url, params=params | {"from": FROM.isoformat(), "to": TO.isoformat()}
+        url, params=params | {"from": start.isoformat(), "to": end.isoformat()}
     )
     assert response.status_code == 200, response.text
     body = response.json()
