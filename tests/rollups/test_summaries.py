@@ -1,6 +1,6 @@
-"""The district and city summaries, answered from the maintained area tiers, equal the same
-KPIs computed here in Python straight from raw readings: after a roll-up, and while late
-readings wait for the worker."""
+"""The district and city summaries equal the same KPIs computed here in Python straight from
+raw readings: after a roll-up, and while late readings wait for the worker. Roads carry their
+configured free-flow speed (the learned one is tested in tests/api/test_city.py)."""
 
 from __future__ import annotations
 
@@ -83,6 +83,11 @@ async def mean_of(
     return statistics.fmean(values) if values else None
 
 
+def free_flow_of(device_id: str) -> float:
+    """The free-flow speed each test road is commissioned with (its metadata)."""
+    return 50.0 + 7.0 * int(device_id.split("-")[2])
+
+
 async def expected_kpis(pool: asyncpg.Pool, area: str) -> dict[str, Any]:
     """The summary's numbers computed from raw readings alone."""
     kpis: dict[str, Any] = {}
@@ -93,13 +98,26 @@ async def expected_kpis(pool: asyncpg.Pool, area: str) -> dict[str, Any]:
     kpis["avg_speed_kmh"] = await mean_of(
         pool, Kind.TRAFFIC, area, "avg_speed_kmh", timedelta(minutes=15)
     )
-    hours: dict[datetime, list[float]] = {}
-    for row in await raw(pool, Kind.TRAFFIC, area, "avg_speed_kmh", AT - timedelta(days=7), AT):
-        hour = row["ts"].replace(minute=0, second=0, microsecond=0)
-        hours.setdefault(hour, []).append(row["v"])
-    kpis["free_flow_kmh"] = max(statistics.fmean(v) for v in hours.values()) if hours else None
-    counts = await raw(pool, Kind.TRAFFIC, area, "vehicle_count", AT - timedelta(hours=1), AT)
-    kpis["vehicles_per_hour"] = sum(row["v"] for row in counts) if counts else None
+    # Each road's configured free-flow speed, weighted by its speed readings of the last 15 min.
+    speeds: dict[str, int] = {}
+    for row in await raw(pool, Kind.TRAFFIC, area, "avg_speed_kmh", AT - timedelta(minutes=15), AT):
+        speeds[row["device_id"]] = speeds.get(row["device_id"], 0) + 1
+    weight = sum(speeds.values())
+    kpis["free_flow_kmh"] = (
+        sum(free_flow_of(device_id) * n for device_id, n in speeds.items()) / weight
+        if weight
+        else None
+    )
+    # The area's flow: each detector's vehicles over its counting time in the last hour, summed.
+    hour = AT - timedelta(hours=1)
+    counted: dict[str, float] = {}
+    for row in await raw(pool, Kind.TRAFFIC, area, "vehicle_count", hour, AT):
+        counted[row["device_id"]] = counted.get(row["device_id"], 0.0) + row["v"]
+    seconds: dict[str, float] = {}
+    for row in await raw(pool, Kind.TRAFFIC, area, "interval_s", hour, AT):
+        seconds[row["device_id"]] = seconds.get(row["device_id"], 0.0) + row["v"]
+    rates = [n * 3600 / seconds[d] for d, n in counted.items() if seconds.get(d)]
+    kpis["vehicles_per_hour"] = sum(rates) if rates else None
     power: dict[str, list[float]] = {}
     for row in await raw(pool, Kind.ENERGY, area, "power_kw", AT - timedelta(minutes=15), AT):
         power.setdefault(row["device_id"], []).append(row["v"])
@@ -162,11 +180,14 @@ async def test_summaries_equal_the_kpis_computed_from_raw(
     for seed, district in enumerate((District.GOLDEN, District.GOLDEN, District.GROWING)):
         for kind in Kind:
             device_id = f"kpi-{kind.value}-{seed}-{token}"
+            metadata = {"free_flow_kmh": free_flow_of(device_id)} if kind is Kind.TRAFFIC else {}
             await db_pool.execute(
-                "INSERT INTO devices (device_id, kind, district) VALUES ($1, $2, $3)",
+                "INSERT INTO devices (device_id, kind, district, metadata)"
+                " VALUES ($1, $2, $3, $4::jsonb)",
                 device_id,
                 kind.value,
                 district.value,
+                metadata,
             )
             await insert_readings(db_pool, kind, device_id, rows_of(kind, seed, SINCE, AT))
             devices[kind].append(device_id)
