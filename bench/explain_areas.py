@@ -190,7 +190,7 @@ _OLD_SUMMARY = """
 import asyncio, sys, time
 from datetime import datetime
 from core.config import Settings
-from core.db import Connection, create_pool
+from core.db import create_pool
 from api import summary
 async def main():
     pool = await create_pool(Settings(database_url=sys.argv[1]), "explain-before")
