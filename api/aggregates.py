@@ -138,7 +138,9 @@ async def aggregates(
         plan = rollups.plan(width, window.start, window.end)
         metrics = (metric, WINDOW_METRIC) if fn is AggregateFn.RATE else (metric,)
         rows = []
-        if devices and scope is AggregateScope.DEVICE:
+        # An area's rate is its flow, each device's own rate summed: pre-summed area rows hold
+        # only the pooled count and interval, so a rate reads the device tiers.
+        if devices and (scope is AggregateScope.DEVICE or fn is AggregateFn.RATE):
             rows = await rollups.series(
                 conn,
                 kind,

@@ -30,7 +30,7 @@ from rollups.schemas import (
     is_cumulative,
     rollup_table,
 )
-from rollups.sql import check_metrics, delta, sum_of
+from rollups.sql import check_metrics, delta, part_aggregates, previous_values, sum_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,29 +115,8 @@ def _raw_parts(
     """Per (area, device, part of width $6) aggregates of the raw rows the query needs, each
     reading aggregated once and its part then given to every area holding the device."""
     zone = ", $8::text" if calendar else ""
-    lags = "".join(
-        f", lag({m.name}) OVER (PARTITION BY device_id, bucket, ({m.name} IS NULL)"
-        f" ORDER BY ts) AS {m.name}__lag"
-        for m in metrics
-        if is_cumulative(kind, m)
-    )
-    selects = ["count(*)::integer AS readings"]
-    for m in metrics:
-        c = m.name
-        selects += [
-            f"count({c})::integer AS {c}_n",
-            f"min({c}) AS {c}_min",
-            f"max({c}) AS {c}_max",
-            f"{sum_of(m, c)} AS {c}_sum",
-        ]
-        if is_cumulative(kind, m):
-            selects += [
-                f"min(ts) FILTER (WHERE {c} IS NOT NULL) AS {c}_since",
-                f"(array_agg({c} ORDER BY ts) FILTER (WHERE {c} IS NOT NULL))[1] AS {c}_first",
-                f"(array_agg({c} ORDER BY ts DESC) FILTER (WHERE {c} IS NOT NULL))[1] AS {c}_last",
-                f"CASE WHEN count({c}) > 0 THEN COALESCE(sum({delta(c + '__lag', c)}), 0) END"
-                f" AS {c}_inc",
-            ]
+    lags = previous_values(kind, metrics)
+    selects = part_aggregates(kind, metrics, since=True)
     names = ", ".join(m.name for m in metrics)
     return (
         "SELECT m.area, p.* FROM ("

@@ -123,7 +123,10 @@ async def area_series(
     """Per area (a district's name or ``city``): rows (area, bucket_start, readings, value), or
     with ``fn`` None the area's totals over [start, end); equal to the aggregate computed from
     raw over the area's devices. The area tiers answer the clean middle unless a membership
-    change waits for the worker; then the device tiers do."""
+    change waits for the worker; then the device tiers do. Not for a rate: an area's rate is
+    its devices' rates summed, which pre-summed rows cannot give (use ``series``)."""
+    if fn == "rate":
+        raise ValueError("an area's rate is the sum of its devices' rates: use series()")
     area_tier = the_plan.tier in AREA_TIERS and not await repository.moves_pending(conn, kind)
     return await repository.area_series(
         conn,

@@ -40,17 +40,19 @@ def _sum(metric: Metric, expr: str) -> str:
     return f"sum({expr})::bigint" if metric.integer else f"sum({expr})"
 
 
-def from_readings(kind: Kind, metrics: tuple[Metric, ...], rows_sql: str, bucket_sql: str) -> str:
-    """Parts from readings. ``rows_sql`` yields device_id, ts and the metric columns;
-    ``bucket_sql`` is an expression of ``ts``."""
-    _check(kind, metrics)
-    names = [m.name for m in metrics]
-    lags = "".join(
+def previous_values(kind: Kind, metrics: tuple[Metric, ...]) -> str:
+    """Window columns ``<m>__prev``: each cumulative metric's previous value in its bucket."""
+    return "".join(
         f", lag({m.name}) OVER (PARTITION BY device_id, bucket, ({m.name} IS NULL) ORDER BY ts)"
         f" AS {m.name}__prev"
         for m in metrics
         if is_cumulative(kind, m)
     )
+
+
+def part_aggregates(kind: Kind, metrics: tuple[Metric, ...], *, since: bool = False) -> list[str]:
+    """The columns of a part aggregated from readings (after ``previous_values``); ``since``
+    adds when each cumulative metric's first value came."""
     selects = ["count(*)::integer AS readings"]
     for m in metrics:
         c = m.name
@@ -61,12 +63,24 @@ def from_readings(kind: Kind, metrics: tuple[Metric, ...], rows_sql: str, bucket
             f"{_sum(m, c)} AS {c}_sum",
         ]
         if is_cumulative(kind, m):
+            if since:
+                selects.append(f"min(ts) FILTER (WHERE {c} IS NOT NULL) AS {c}_since")
             selects += [
                 f"(array_agg({c} ORDER BY ts) FILTER (WHERE {c} IS NOT NULL))[1] AS {c}_first",
                 f"(array_agg({c} ORDER BY ts DESC) FILTER (WHERE {c} IS NOT NULL))[1] AS {c}_last",
                 f"CASE WHEN count({c}) > 0 THEN COALESCE(sum({delta(c + '__prev', c)}), 0) END"
                 f" AS {c}_inc",
             ]
+    return selects
+
+
+def from_readings(kind: Kind, metrics: tuple[Metric, ...], rows_sql: str, bucket_sql: str) -> str:
+    """Parts from readings. ``rows_sql`` yields device_id, ts and the metric columns;
+    ``bucket_sql`` is an expression of ``ts``."""
+    _check(kind, metrics)
+    names = [m.name for m in metrics]
+    lags = previous_values(kind, metrics)
+    selects = part_aggregates(kind, metrics)
     return (
         f"SELECT device_id, bucket, {', '.join(selects)} FROM ("
         f" SELECT device_id, ts, bucket, {', '.join(names)}{lags} FROM ("
