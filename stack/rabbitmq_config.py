@@ -55,7 +55,10 @@ class EdgeConfig:
     # Allows are kept this long by the cache backend; refusals are never kept (cache_refusals
     # stays false) so a device whose login was just issued is let in on its next attempt.
     auth_cache_ttl_ms: int = 15_000
-    auth_request_timeout_ms: int = 5_000
+    # How long a node waits for the auth backend: a timeout is a refused login (CONNACK 0x4),
+    # so it allows for an api that is busy with a fleet coming up, not just a quiet one.
+    auth_request_timeout_ms: int = 15_000
+    auth_connection_timeout_ms: int = 5_000
     vhost: str = "/"
     # A shared machine: absolute limits, not fractions of all its RAM.
     memory_high_watermark: str = "1GiB"
@@ -105,7 +108,7 @@ def render_rabbitmq_conf(
         f"auth_http.http_method = {config.auth_http_method}",
         *auth,
         f"auth_http.request_timeout = {config.auth_request_timeout_ms}",
-        f"auth_http.connection_timeout = {config.auth_request_timeout_ms}",
+        f"auth_http.connection_timeout = {config.auth_connection_timeout_ms}",
         "mqtt.allow_anonymous = false",
         f"mqtt.vhost = {config.vhost}",
         "mqtt.exchange = amq.topic",
