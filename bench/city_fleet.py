@@ -243,8 +243,24 @@ def main() -> None:
         default=5000,
         help="the nodes' collect_statistics_interval (the management API's figures are this old)",
     )
+    parser.add_argument(
+        "--auth-cache-ttl-ms",
+        type=int,
+        default=120_000,
+        help="how long a node keeps the api's allows (each expiry is a request per device)",
+    )
+    parser.add_argument(
+        "--auth-cache-module",
+        default="rabbit_auth_cache_ets_segmented_stateless",
+        help="the nodes' auth cache (rabbit_auth_cache_ets serialises every look-up)",
+    )
     args = parser.parse_args()
-    edge_context = private_edge(args.devices, statistics_interval_ms=args.statistics_interval_ms)
+    edge_context = private_edge(
+        args.devices,
+        statistics_interval_ms=args.statistics_interval_ms,
+        auth_cache_ttl_ms=args.auth_cache_ttl_ms,
+        auth_cache_module=args.auth_cache_module,
+    )
     with private_services() as services, edge_context as edge:
         settings = edge.settings(services.postgres.url)
         result = uvloop.run(drive(args, services, edge, settings))
