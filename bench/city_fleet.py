@@ -251,8 +251,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--auth-cache-module",
-        default="rabbit_auth_cache_ets_segmented_stateless",
-        help="the nodes' auth cache (rabbit_auth_cache_ets serialises every look-up)",
+        default="rabbit_auth_cache_ets",
+        help="the nodes' auth cache (the segmented stateless one refused every login here)",
     )
     args = parser.parse_args()
     edge_context = private_edge(

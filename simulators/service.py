@@ -304,8 +304,11 @@ class Simulation:
         try:
             while not self._stop_requested:
                 try:
-                    async with self._pacer, asyncio.timeout(simulator.connect_attempt_timeout_s):
-                        await connect(running.client, self._endpoint(running.device.device_id))
+                    async with self._pacer:
+                        if self._stop_requested:  # stopped while waiting for its turn
+                            return
+                        async with asyncio.timeout(simulator.connect_attempt_timeout_s):
+                            await connect(running.client, self._endpoint(running.device.device_id))
                     return
                 except ConnectionRefusedError:
                     if first and attempt == 0:

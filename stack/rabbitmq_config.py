@@ -57,7 +57,8 @@ class EdgeConfig:
     auth_cache_ttl_ms: int = 15_000
     # rabbit_auth_cache_ets answers every look-up through one process per node: with thousands
     # of devices publishing (each publish asks it, the backend's allows can expire) its calls
-    # time out and the channels crash. The segmented stateless cache is read in place.
+    # time out and the channels crash (docs/benchmarks.md, the fleet run). The others RabbitMQ
+    # 3.10 ships are untried here; rabbit_auth_cache_ets_segmented_stateless refused every login.
     auth_cache_module: str = "rabbit_auth_cache_ets"
     # How long a node waits for the auth backend: a timeout is a refused login (CONNACK 0x4),
     # so it allows for an api that is busy with a fleet coming up, not just a quiet one.
