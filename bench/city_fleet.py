@@ -2,8 +2,10 @@
 running, each device with its own login answered by the api.
 
 On a private TimescaleDB and 3-node RabbitMQ cluster: the api (registry and the broker's login
-checks), ``--ingest`` replicas, then ``python -m simulators run`` with ``--devices`` devices over
-``--processes`` workers, which registers them through the api and connects each to its node.
+checks) in ``--api-workers`` processes, ``--ingest`` replicas, then ``python -m simulators run``
+with ``--devices`` devices over ``--processes`` workers, which registers them through the api
+and connects each to its node, at most ``--connect-rate`` CONNECTs a second over all workers,
+refused ones retried with backoff.
 Every ``--every`` seconds it notes readings stored, connections the cluster counts, the ingest
 queue's backlog, the brokers' and the api's memory, refusals and the simulator's errors; then
 the steady-state rate over the last ``--seconds``. Writes bench/results/city_fleet.json.
@@ -47,6 +49,32 @@ READINGS_SQL = (
 )
 
 
+def tree_rss_mib(pid: int | None) -> float:
+    """Resident memory of a process and its children (the api's uvicorn workers)."""
+    if pid is None:
+        return 0.0
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return rss_mib(pid) + sum(tree_rss_mib(int(child)) for child in children)
+
+
+def simulator_counts(log: Path) -> dict[str, int]:
+    """The latest progress of each simulator worker, added up: devices connected by its own
+    count, CONNECTs refused and failed (each retried)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    latest: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        if "simulator progress" not in line:
+            continue
+        worker = re.search(r"worker=(\d+)", line)
+        fields = dict(re.findall(r"(connected|connect_refusals|connect_failures)=(\d+)", line))
+        latest[worker.group(1) if worker else "0"] = {k: int(v) for k, v in fields.items()}
+    names = ("connected", "connect_refusals", "connect_failures")
+    return {name: sum(w.get(name, 0) for w in latest.values()) for name in names}
+
+
 async def _management(client: httpx.AsyncClient, path: str, default: Any) -> Any:
     try:
         response = await client.get(path)
@@ -74,7 +102,7 @@ async def sample(
         "backlog": queue.get("messages"),
         "unacked": queue.get("messages_unacknowledged"),
         "broker_rss_mib": round(edge.rss_mib(), 1),
-        "api_rss_mib": round(rss_mib(api.popen.pid), 1),
+        "api_rss_mib": round(tree_rss_mib(api.popen.pid), 1),
         "fd_used": [node.get("fd_used") for node in nodes],
     }
 
@@ -95,7 +123,9 @@ async def drive(
     folder = Path(tempfile.mkdtemp(prefix="alatau-fleet-"))
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     admin = await asyncio.to_thread(services.headers, Role.ADMIN)
-    api, port = start_api(settings, edge.api_port, **QUIET)
+    api, port = start_api(
+        settings, edge.api_port, **QUIET, ALATAU_API__WORKERS=str(args.api_workers)
+    )
     ingesters: list[Process] = []
     samples: list[dict[str, Any]] = []
     started = time.monotonic()
@@ -114,6 +144,10 @@ async def drive(
             "ALATAU_SIMULATOR_API_KEY": admin["Authorization"].removeprefix("Bearer "),
             "ALATAU_LOG_LEVEL": "INFO",
             "ALATAU_LOG_FORMAT": "console",
+            "ALATAU_SIMULATOR__CONNECT_RATE_HZ": str(args.connect_rate / args.processes),
+            "ALATAU_SIMULATOR__CONNECT_CONCURRENCY": str(
+                max(1, args.connect_concurrency // args.processes)
+            ),
         }
         step(f"simulator: {per_kind * 3:,} devices at {args.rate}/s, {args.processes} processes")
         simulator = Process(
@@ -141,8 +175,9 @@ async def drive(
                 await asyncio.sleep(args.every)
                 samples.append(await sample(edge, pool, management, api))
                 samples[-1]["t"] -= started
+                samples[-1]["simulator"] = simulator_counts(folder / "simulator.log")
                 console.log(json.dumps(samples[-1]))
-                if (samples[-1]["connections"] or 0) >= per_kind * 3 and not connected_at:
+                if samples[-1]["simulator"]["connected"] >= per_kind * 3 and not connected_at:
                     connected_at = time.monotonic()
                     deadline = connected_at + args.seconds
         finally:
@@ -160,7 +195,7 @@ async def drive(
 
 def steady(samples: list[dict[str, Any]], devices: int) -> dict[str, Any]:
     """Rates over the samples taken with every device connected."""
-    full = [s for s in samples if (s["connections"] or 0) >= devices]
+    full = [s for s in samples if s["simulator"]["connected"] >= devices]
     if len(full) < 2:
         return {"connected_samples": len(full)}
     first, last = full[0], full[-1]
@@ -174,6 +209,10 @@ def steady(samples: list[dict[str, Any]], devices: int) -> dict[str, Any]:
         "api_rss_mib": last["api_rss_mib"],
         "rejections": last["rejections"] - first["rejections"],
         "all_connected_at_s": first["t"],
+        "connections": last["connections"],
+        "fd_used": last["fd_used"],
+        "connect_refusals": last["simulator"]["connect_refusals"],
+        "connect_failures": last["simulator"]["connect_failures"],
     }
 
 
@@ -183,6 +222,18 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1.0, help="readings per device per second")
     parser.add_argument("--processes", type=int, default=2, help="simulator worker processes")
     parser.add_argument("--ingest", type=int, default=1, help="ingest replicas")
+    parser.add_argument(
+        "--api-workers",
+        type=int,
+        default=2,
+        help="api processes answering the brokers' login checks (a deployment runs several)",
+    )
+    parser.add_argument(
+        "--connect-rate", type=float, default=40.0, help="CONNECTs a second, all workers"
+    )
+    parser.add_argument(
+        "--connect-concurrency", type=int, default=40, help="CONNECTs awaiting a CONNACK"
+    )
     parser.add_argument("--seconds", type=float, default=60, help="steady state, all connected")
     parser.add_argument("--connect-timeout", type=float, default=1800)
     parser.add_argument("--every", type=float, default=5.0)
@@ -192,8 +243,24 @@ def main() -> None:
         default=5000,
         help="the nodes' collect_statistics_interval (the management API's figures are this old)",
     )
+    parser.add_argument(
+        "--auth-cache-ttl-ms",
+        type=int,
+        default=120_000,
+        help="how long a node keeps the api's allows (each expiry is a request per device)",
+    )
+    parser.add_argument(
+        "--auth-cache-module",
+        default="rabbit_auth_cache_ets",
+        help="the nodes' auth cache (the segmented stateless one refused every login here)",
+    )
     args = parser.parse_args()
-    edge_context = private_edge(args.devices, statistics_interval_ms=args.statistics_interval_ms)
+    edge_context = private_edge(
+        args.devices,
+        statistics_interval_ms=args.statistics_interval_ms,
+        auth_cache_ttl_ms=args.auth_cache_ttl_ms,
+        auth_cache_module=args.auth_cache_module,
+    )
     with private_services() as services, edge_context as edge:
         settings = edge.settings(services.postgres.url)
         result = uvloop.run(drive(args, services, edge, settings))

@@ -119,7 +119,12 @@ class BenchEdge:
 
 
 @contextmanager
-def private_edge(devices: int = 10_000, statistics_interval_ms: int = 1000) -> Iterator[BenchEdge]:
+def private_edge(
+    devices: int = 10_000,
+    statistics_interval_ms: int = 1000,
+    auth_cache_ttl_ms: int = EDGE_AUTH_CACHE_TTL_MS,
+    auth_cache_module: str = "rabbit_auth_cache_ets",
+) -> Iterator[BenchEdge]:
     """A city edge of the benchmark's own with room for ``devices``, stopped and removed
     afterwards."""
     folder = Path(tempfile.mkdtemp(prefix="alatau-bench-edge-"))
@@ -129,7 +134,8 @@ def private_edge(devices: int = 10_000, statistics_interval_ms: int = 1000) -> I
     ports = [NodePorts(free_port(), free_port(), free_port(), free_port()) for _ in range(3)]
     config = EdgeConfig(
         auth_url=f"http://127.0.0.1:{api_port}/internal/broker/{token}",
-        auth_cache_ttl_ms=EDGE_AUTH_CACHE_TTL_MS,
+        auth_cache_ttl_ms=auth_cache_ttl_ms,
+        auth_cache_module=auth_cache_module,
         memory_high_watermark=memory_watermark(devices, len(ports)),
         statistics_interval_ms=statistics_interval_ms,
     )

@@ -108,6 +108,10 @@ class IngestSettings(BrokerIdentity):
 class ApiSettings(BrokerIdentity):
     host: str = "127.0.0.1"
     port: int = 8000
+    # Processes serving the port (uvicorn workers). One process is one core: on the city edge
+    # every device login not in the broker's cache is a request here, and a node gives up on
+    # an answer after its auth timeout and refuses the login.
+    workers: int = Field(default=1, ge=1)
     max_page_size: int = Field(default=10_000, ge=1)
     default_page_size: int = Field(default=1000, ge=1)
     max_buckets: int = Field(default=10_000, ge=1)
@@ -210,6 +214,17 @@ class DeviceConnectSettings(BaseModel):
 class SimulatorSettings(BrokerIdentity):
     api_url: str = "http://127.0.0.1:8000"
     client_id_prefix: str = "alatau-sim"
+    # How a fleet comes up, per simulator process: at most this many CONNECTs awaiting their
+    # CONNACK at once, started at most this many a second (a city's devices powering on
+    # together must not ask the broker, and its auth backend, for every login at once).
+    connect_concurrency: int = Field(default=50, ge=1)
+    connect_rate_hz: float = Field(default=100.0, gt=0)
+    # A refused or failed CONNECT is retried, as firmware does, after a pause that doubles
+    # from ``connect_backoff_s`` up to ``connect_backoff_max_s`` with full jitter.
+    connect_backoff_s: float = Field(default=1.0, gt=0)
+    connect_backoff_max_s: float = Field(default=60.0, gt=0)
+    # An attempt whose CONNACK has not come by then is abandoned and retried.
+    connect_attempt_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -67,6 +67,13 @@ async def connect_when_possible(client: gmqtt.Client, endpoint: MqttEndpoint, wh
             return
 
 
+def refused_for_good(client: gmqtt.Client) -> bool:
+    """Whether gmqtt stopped reconnecting because the broker refused the login (CONNACK "bad
+    username or password", "not authorized", ...): it then waits for an explicit connect."""
+    # gmqtt keeps this flag on its package handler and offers no public view of it.
+    return bool(client._package_handler._permanent_failure)
+
+
 async def wait_published(client: gmqtt.Client) -> None:
     """Wait until the broker has acknowledged every QoS 1 message this client published."""
     # gmqtt keeps unacknowledged outgoing messages in its storage and offers no public wait.

@@ -97,5 +97,7 @@ async def log_progress(stats: SimulationStats, done: asyncio.Event, *, every_s: 
             readings=stats.readings_sent,
             rate=round(rate.update(stats.readings_sent), 1),
             errors=stats.errors,
+            connect_refusals=stats.connect_refusals,
+            connect_failures=stats.connect_failures,
             faults=dict(stats.faults.injected),
         )

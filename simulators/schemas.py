@@ -123,4 +123,8 @@ class SimulationStats:
     messages_sent: int = 0
     readings_sent: int = 0
     errors: int = 0
+    # CONNECTs the broker refused (CONNACK codes) and those that failed otherwise (no answer in
+    # time, connection lost); each was retried after a backoff.
+    connect_refusals: int = 0
+    connect_failures: int = 0
     faults: FaultCounts = field(default_factory=FaultCounts)

@@ -8,6 +8,8 @@ until the broker has acknowledged everything, publishes a retained ``offline`` a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,17 +18,19 @@ from typing import Any, Final
 import gmqtt
 import orjson
 import structlog
+from gmqtt.mqtt.handler import MQTTConnectError
 
 from core.config import MqttEndpoint, Settings
 from core.mqtt import (
-    RECONNECT_DELAY_S,
     connect,
     make_client,
     publish_when_possible,
+    refused_for_good,
     wait_published,
 )
 from devices.contract import Kind, status_topic, telemetry_topic
 from devices.schemas import MqttLogin
+from simulators.connecting import ConnectPacer, backoff_delay
 from simulators.faults import DeviceFaults, Drop, FaultMode, FaultPlan, Send, Step
 from simulators.models import DeviceStream, EnergyModel, format_ts, make_model
 from simulators.randomness import stable_key, uniform
@@ -40,7 +44,6 @@ OFFLINE: Final = b"offline"
 # A device that reconnects within this time resumes its session: the broker keeps what it had
 # not acknowledged and gmqtt resends it, so a dropped connection loses nothing.
 SESSION_EXPIRY_S: Final = 300
-CONNECT_CONCURRENCY: Final = 50
 DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 10.0
 DISCONNECT_WITH_WILL: Final = 0x04  # MQTT 5 reason code: the broker publishes the Will
 
@@ -69,6 +72,11 @@ class _Running:
     announcing: asyncio.Future[None] | None = None
     faults: DeviceFaults | None = None
     meter_resets_seen: int = 0
+    # While the simulation itself is (re)connecting the device, or closing it, a refused
+    # login is not gmqtt's to give up on: nothing else must start connecting it meanwhile.
+    connecting: bool = False
+    closing: bool = False
+    relogin: asyncio.Task[None] | None = None
 
 
 def _being_cancelled() -> bool:
@@ -121,6 +129,9 @@ class Simulation:
         self._logins: dict[str, MqttLogin] = dict(logins or {})
         self._shutdown_timeout_s = shutdown_timeout_s
         self._stop_requested = False
+        self._stopped = asyncio.Event()
+        self._pacer = ConnectPacer.from_settings(settings.simulator)
+        self._jitter = random.Random()  # noqa: S311 - retry jitter, not a secret
         self._running = False
         self._publishing: asyncio.Task[None] | None = None
 
@@ -145,6 +156,7 @@ class Simulation:
         """Ask a running simulation to stop publishing and shut down cleanly; ``run`` returns
         once every device has said ``offline`` and disconnected."""
         self._stop_requested = True
+        self._stopped.set()
         if self._publishing is not None and not self._publishing.done():
             self._publishing.cancel()
 
@@ -236,6 +248,9 @@ class Simulation:
             if running.online:
                 running.online = False
                 self.stats.connected -= 1
+            if refused_for_good(client) and not (running.connecting or running.closing):
+                # gmqtt's own reconnect was refused and it stopped; firmware tries again.
+                running.relogin = asyncio.ensure_future(self._relogin(running))
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
@@ -263,14 +278,9 @@ class Simulation:
 
     async def _connect_all(self, fleet: list[_Running]) -> None:
         endpoint = self.settings.mqtt_as(self.settings.simulator)
-        limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-        async def connect_one(running: _Running) -> None:
-            async with limit:
-                await connect(running.client, self._endpoint(running.device.device_id))
-
         results = await asyncio.gather(
-            *(connect_one(running) for running in fleet), return_exceptions=True
+            *(self._connect_device(running, first=True) for running in fleet),
+            return_exceptions=True,
         )
         failures: list[Exception] = []
         for result in results:
@@ -284,6 +294,75 @@ class Simulation:
                 f"{len(failures)} of {len(fleet)} devices could not connect to "
                 f"{endpoint.host}:{endpoint.port}; first error: {failures[0]!r}"
             ) from failures[0]
+
+    async def _connect_device(self, running: _Running, *, first: bool, attempt: int = 0) -> None:
+        """Connect, paced with the rest of the fleet, retrying a refused or failed CONNECT
+        with backoff until it is accepted or the simulation stops. Only a first attempt that
+        finds nothing listening fails: that is a wrong address, not a busy broker."""
+        simulator = self.settings.simulator
+        running.connecting = True
+        try:
+            while not self._stop_requested:
+                try:
+                    async with self._pacer:
+                        if self._stop_requested:  # stopped while waiting for its turn
+                            return
+                        async with asyncio.timeout(simulator.connect_attempt_timeout_s):
+                            await connect(running.client, self._endpoint(running.device.device_id))
+                    return
+                except ConnectionRefusedError:
+                    if first and attempt == 0:
+                        raise
+                    self._connect_failed(running, "failures", attempt)
+                except MQTTConnectError as exc:
+                    self._connect_failed(running, "refusals", attempt, exc)
+                except OSError as exc:  # no CONNACK in time (TimeoutError), connection lost
+                    self._connect_failed(running, "failures", attempt, exc)
+                with contextlib.suppress(Exception):
+                    await running.client.disconnect()
+                await self._pause(
+                    backoff_delay(
+                        attempt,
+                        simulator.connect_backoff_s,
+                        simulator.connect_backoff_max_s,
+                        self._jitter,
+                    )
+                )
+                attempt += 1
+        finally:
+            running.connecting = False
+
+    def _connect_failed(
+        self, running: _Running, what: str, attempt: int, exc: BaseException | None = None
+    ) -> None:
+        if what == "refusals":
+            self.stats.connect_refusals += 1
+        else:
+            self.stats.connect_failures += 1
+        log.warning(
+            "device could not connect; retrying after a backoff",
+            device_id=running.device.device_id,
+            attempt=attempt + 1,
+            error=repr(exc),
+        )
+
+    async def _relogin(self, running: _Running) -> None:
+        """A device whose reconnect the broker refused logs in again after a backoff."""
+        self.stats.connect_refusals += 1
+        log.warning("device's reconnect was refused; retrying", device_id=running.device.device_id)
+        simulator = self.settings.simulator
+        running.connecting = True
+        await self._pause(
+            backoff_delay(
+                0, simulator.connect_backoff_s, simulator.connect_backoff_max_s, self._jitter
+            )
+        )
+        await self._connect_device(running, first=False, attempt=1)
+
+    async def _pause(self, delay_s: float) -> None:
+        """Sleep ``delay_s``, or less if the simulation is stopped meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), delay_s)
 
     def _attach_faults(self, running: _Running) -> None:
         plan = self.faults
@@ -390,24 +469,14 @@ class Simulation:
         await wait_published(client)
         await client.disconnect(reason_code=DISCONNECT_WITH_WILL)
         await asyncio.sleep(offline_s)
-        endpoint = self._endpoint(running.device.device_id)
-        while True:
-            try:
-                await connect(client, endpoint)
-            except OSError as exc:
-                self.stats.errors += 1
-                log.warning(
-                    "device could not reconnect after a dropout; retrying",
-                    device_id=running.device.device_id,
-                    error=repr(exc),
-                )
-                await asyncio.sleep(RECONNECT_DELAY_S)
-            else:
-                return
+        await self._connect_device(running, first=False)
 
     async def _close(self, running: _Running) -> None:
         """Wait for the broker to acknowledge everything, say ``offline``, disconnect."""
         client = running.client
+        running.closing = True
+        if running.relogin is not None:
+            running.relogin.cancel()
         if running.announcing is not None:
             running.announcing.cancel()  # an ``online`` must not overtake the ``offline``
         try:

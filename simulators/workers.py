@@ -172,6 +172,8 @@ def add_up(shares: Sequence[SimulationStats]) -> SimulationStats:
         total.messages_sent += stats.messages_sent
         total.readings_sent += stats.readings_sent
         total.errors += stats.errors
+        total.connect_refusals += stats.connect_refusals
+        total.connect_failures += stats.connect_failures
         total.faults.injected.update(stats.faults.injected)
         total.faults.duplicate_readings += stats.faults.duplicate_readings
         total.faults.backlog_readings += stats.faults.backlog_readings

@@ -55,7 +55,15 @@ class EdgeConfig:
     # Allows are kept this long by the cache backend; refusals are never kept (cache_refusals
     # stays false) so a device whose login was just issued is let in on its next attempt.
     auth_cache_ttl_ms: int = 15_000
-    auth_request_timeout_ms: int = 5_000
+    # rabbit_auth_cache_ets answers every look-up through one process per node: with thousands
+    # of devices publishing (each publish asks it, the backend's allows can expire) its calls
+    # time out and the channels crash (docs/benchmarks.md, the fleet run). The others RabbitMQ
+    # 3.10 ships are untried here; rabbit_auth_cache_ets_segmented_stateless refused every login.
+    auth_cache_module: str = "rabbit_auth_cache_ets"
+    # How long a node waits for the auth backend: a timeout is a refused login (CONNACK 0x4),
+    # so it allows for an api that is busy with a fleet coming up, not just a quiet one.
+    auth_request_timeout_ms: int = 15_000
+    auth_connection_timeout_ms: int = 5_000
     vhost: str = "/"
     # A shared machine: absolute limits, not fractions of all its RAM.
     memory_high_watermark: str = "1GiB"
@@ -101,11 +109,12 @@ def render_rabbitmq_conf(
         "auth_backends.2 = cache",
         "auth_cache.cached_backend = http",
         f"auth_cache.cache_ttl = {config.auth_cache_ttl_ms}",
+        f"auth_cache.cache_module = {config.auth_cache_module}",
         "auth_cache.cache_refusals = false",
         f"auth_http.http_method = {config.auth_http_method}",
         *auth,
         f"auth_http.request_timeout = {config.auth_request_timeout_ms}",
-        f"auth_http.connection_timeout = {config.auth_request_timeout_ms}",
+        f"auth_http.connection_timeout = {config.auth_connection_timeout_ms}",
         "mqtt.allow_anonymous = false",
         f"mqtt.vhost = {config.vhost}",
         "mqtt.exchange = amq.topic",
