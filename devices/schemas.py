@@ -37,7 +37,10 @@ def parse_timestamp(value: Any) -> datetime:
             raise ValueError("ts is not an RFC 3339 timestamp") from None
         if parsed.tzinfo is None:
             raise ValueError("ts needs a UTC offset (RFC 3339)")
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:  # 0001-01-01 with a positive offset falls before year 1 in UTC
+            raise ValueError("ts is out of range") from None
     raise ValueError("ts must be an RFC 3339 string or integer epoch milliseconds")
 
 
