@@ -10,7 +10,7 @@ summaries). Membership is the registry's (``devices``) at the time of the read o
 
 from __future__ import annotations
 
-from devices.contract import METRICS, Kind, Metric, readings_table
+from devices.contract import METRICS, Kind, Metric
 from rollups.schemas import (
     CITY_AREA,
     Tier,
@@ -19,7 +19,7 @@ from rollups.schemas import (
     is_cumulative,
     rollup_table,
 )
-from rollups.sql import bucket_expr, check_metrics, delta, sum_of, tier_bucket
+from rollups.sql import bucket_expr, delta, sum_of, tier_bucket
 
 
 def members(kind: Kind, areas: str | None) -> str:
@@ -181,17 +181,3 @@ def backfill_areas(kind: Kind, tier: Tier) -> str:
     )
     columns = area_columns(kind)
     return f"INSERT INTO {area_table(kind, tier)} (area, bucket, {', '.join(columns)}) {select}"
-
-
-def sum_of_device_means(kind: Kind, metric: Metric) -> str:
-    """(area, total): per area $1, each member's mean of ``metric`` over [$2, $3), summed;
-    members without a value there add nothing. Raw only: the window is minutes long."""
-    check_metrics(kind, (metric,))
-    c = metric.name
-    return (
-        f"WITH members AS ({members(kind, '$1::text[]')})"
-        f" SELECT m.area, sum(d.mean) AS total FROM (SELECT device_id, avg({c}) AS mean"
-        f" FROM {readings_table(kind)} WHERE ts >= $2 AND ts < $3 AND {c} IS NOT NULL"
-        " GROUP BY device_id) AS d JOIN members AS m ON m.device_id = d.device_id"
-        " GROUP BY m.area"
-    )

@@ -180,22 +180,6 @@ async def area_series(
     return await conn.fetch(text, *args)
 
 
-async def area_sum_of_device_means(
-    conn: Connection,
-    kind: Kind,
-    metric: str,
-    *,
-    areas: Sequence[str],
-    start: datetime,
-    end: datetime,
-) -> dict[str, float]:
-    """Per area, its devices' means of ``metric`` over [start, end) summed (areas where no
-    device has a value are left out)."""
-    text = area_sql.sum_of_device_means(kind, METRICS_BY_NAME[kind][metric])
-    rows = await conn.fetch(text, list(areas), start, end)
-    return {row["area"]: row["total"] for row in rows if row["total"] is not None}
-
-
 # --- retention and editions -------------------------------------------------------------------
 
 

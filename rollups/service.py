@@ -147,40 +147,6 @@ async def area_series(
     )
 
 
-async def area_totals(
-    conn: Connection,
-    kind: Kind,
-    *,
-    metrics: tuple[str, ...],
-    areas: list[str],
-    start: datetime,
-    end: datetime,
-) -> dict[str, asyncpg.Record]:
-    """Per area, totals over [start, end) of each metric (``<m>_n``, ``<m>_sum``, a register's
-    ``<m>_increase``) and ``readings``; areas without readings there are left out. The hour
-    area tier answers the whole hours, raw the edges."""
-    rows = await area_series(
-        conn,
-        kind,
-        metrics=metrics,
-        fn=None,
-        areas=areas,
-        the_plan=plan(HOUR, start, end),
-        start=start,
-        end=end,
-    )
-    return {row["area"]: row for row in rows}
-
-
-async def area_sum_of_device_means(
-    conn: Connection, kind: Kind, metric: str, *, areas: list[str], start: datetime, end: datetime
-) -> dict[str, float]:
-    """Per area, the sum over its devices of each one's mean of ``metric`` in [start, end)."""
-    return await repository.area_sum_of_device_means(
-        conn, kind, metric, areas=areas, start=start, end=end
-    )
-
-
 # --- the worker -------------------------------------------------------------------------------
 
 
