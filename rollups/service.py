@@ -147,6 +147,26 @@ async def area_series(
     )
 
 
+async def area_totals(
+    conn: Connection,
+    kind: Kind,
+    *,
+    metrics: tuple[str, ...],
+    areas: list[str],
+    start: datetime,
+    end: datetime,
+) -> list[asyncpg.Record]:
+    """Each area's totals over [start, end) (area, readings, <m>_n, <m>_sum, a register's
+    <m>_increase), equal to the same totals from raw: planned on hours where the window holds
+    a whole one, else on minutes, so raw answers less than a minute at each end."""
+    the_plan = plan(HOUR, start, end)
+    if the_plan.tier is Tier.RAW:
+        the_plan = plan(MINUTE, start, end)
+    return await area_series(
+        conn, kind, metrics=metrics, fn=None, areas=areas, the_plan=the_plan, start=start, end=end
+    )
+
+
 # --- the worker -------------------------------------------------------------------------------
 
 
