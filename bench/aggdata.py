@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
+from api.summary import FREE_FLOW_KEY
 from devices.contract import METRICS, District, Kind, Metric, readings_table
 from rollups.schemas import Tier, is_cumulative, rollup_table, tier_columns
 
 FLEET_TABLE: Final = "bench_fleet"
+FREE_FLOW_KMH: Final = 62  # a road's speed with no traffic
 
 
 # Per timestamp ``ts`` of a series, computed once (not once per device): x hours since the epoch,
@@ -67,7 +69,7 @@ _MEANS: Final[dict[Kind, dict[str, str]]] = {
     Kind.TRAFFIC: {
         "vehicle_count": "t.f * 30 * d.scale",
         "interval_s": "60.0",
-        "avg_speed_kmh": "greatest(5, 62 - 30 * t.f)",
+        "avg_speed_kmh": f"greatest(5, {FREE_FLOW_KMH} - 30 * t.f)",
         "occupancy_pct": "least(95, 4 + 55 * t.f * d.scale)",
         "heavy_vehicle_count": "t.f * 2.5 * d.scale",
     },
@@ -135,8 +137,12 @@ def create_fleet(count: int, prefix: str = "bench") -> list[str]:
         # Devices report at staggered seconds, not all on the same instant.
         " make_interval(secs => n % 59)"
         f" FROM generate_series(0, {count - 1}) AS n",
-        "INSERT INTO devices (device_id, kind, district, status)"
-        f" SELECT device_id, kind, district, 'online' FROM {FLEET_TABLE}",
+        # Roads are commissioned with their free-flow speed, as the simulator's are: the
+        # speed the generator's roads run at with no traffic.
+        "INSERT INTO devices (device_id, kind, district, status, metadata)"
+        " SELECT device_id, kind, district, 'online', CASE kind WHEN 'traffic'"
+        f" THEN jsonb_build_object('{FREE_FLOW_KEY}', {FREE_FLOW_KMH}) ELSE '{{}}' END"
+        f" FROM {FLEET_TABLE}",
         f"ANALYZE {FLEET_TABLE}",
     ]
 
