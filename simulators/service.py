@@ -179,7 +179,6 @@ class Simulation:
             for running in fleet:
                 self._attach_faults(running)
             try:
-                await self._connect_all(fleet)
                 log.info(
                     "simulation started",
                     devices=len(fleet),
@@ -190,7 +189,7 @@ class Simulation:
                     acceleration=round(self.plan.acceleration, 3),
                 )
                 if not self._stop_requested:
-                    self._publishing = asyncio.create_task(self._publish_all(fleet))
+                    self._publishing = asyncio.create_task(self._run_fleet(fleet))
                     try:
                         await self._publishing
                     except asyncio.CancelledError:
@@ -276,24 +275,27 @@ class Simulation:
             return device_id
         return f"{self.settings.simulator.client_id_prefix}-{device_id}"
 
-    async def _connect_all(self, fleet: list[_Running]) -> None:
-        endpoint = self.settings.mqtt_as(self.settings.simulator)
-        results = await asyncio.gather(
-            *(self._connect_device(running, first=True) for running in fleet),
-            return_exceptions=True,
-        )
-        failures: list[Exception] = []
-        for result in results:
-            if isinstance(result, Exception):
-                failures.append(result)
-            elif isinstance(result, BaseException):
-                raise result
-        if failures:
-            self.stats.errors += len(failures)
+    async def _run_fleet(self, fleet: list[_Running]) -> None:
+        """Every device connects, paced with the rest, and publishes as soon as it is
+        connected, as firmware does: a device still waiting for its CONNACK holds back no
+        other. A first attempt that finds nothing listening fails the run."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                for running in fleet:
+                    group.create_task(self._run_device(running))
+        except* ConnectionRefusedError as refused:
+            endpoint = self.settings.mqtt_as(self.settings.simulator)
+            first = refused.exceptions[0]
+            self.stats.errors += len(refused.exceptions)
             raise SimulationError(
-                f"{len(failures)} of {len(fleet)} devices could not connect to "
-                f"{endpoint.host}:{endpoint.port}; first error: {failures[0]!r}"
-            ) from failures[0]
+                f"devices could not connect to {endpoint.host}:{endpoint.port}; "
+                f"first error: {first!r}"
+            ) from first
+
+    async def _run_device(self, running: _Running) -> None:
+        await self._connect_device(running, first=True)
+        if not self._stop_requested:
+            await self._publish_device(running)
 
     async def _connect_device(self, running: _Running, *, first: bool, attempt: int = 0) -> None:
         """Connect, paced with the rest of the fleet, retrying a refused or failed CONNECT
@@ -380,11 +382,6 @@ class Simulation:
                 batched=self.plan.batch_size > 1,
                 counts=self.stats.faults,
             )
-
-    async def _publish_all(self, fleet: list[_Running]) -> None:
-        async with asyncio.TaskGroup() as group:
-            for running in fleet:
-                group.create_task(self._publish_device(running))
 
     async def _publish_device(self, running: _Running) -> None:
         plan = self.plan
