@@ -49,7 +49,7 @@ from devices.contract import METRICS_BY_NAME, District, Kind, readings_table
 from rollups import service as rollups
 from rollups import sql as rollup_text
 from rollups.buckets import DAY, HOUR, parse_bucket
-from rollups.schemas import Tier
+from rollups.schemas import Plan, Tier
 from stack.broker_auth import login_environment
 from stack.services import free_port, port_open
 
@@ -444,7 +444,7 @@ async def measure_raw(
         _, _, (devices, start, end) = request_for(scenario, fleet, rng, datetime.now(UTC))
         if start < layout.raw_start:
             start, clipped = layout.raw_start, True
-        plan = rollups.Plan(Tier.RAW, end, end, width.interval, width.interval, width.timezone)
+        plan = Plan(Tier.RAW, end, end, width.interval, width.interval, width.timezone)
         assert all(m in METRICS_BY_NAME[kind] for m in metrics)
         async with pool.acquire() as conn:
             began = time.perf_counter()

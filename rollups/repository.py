@@ -12,7 +12,15 @@ import asyncpg
 from core.db import Connection
 from devices.contract import METRICS_BY_NAME, Kind, readings_table
 from rollups import area_reads, area_sql, sql
-from rollups.schemas import AREA_TIERS, ROLLED_TIERS, TIERS, Tier, area_table, rollup_table
+from rollups.schemas import (
+    AREA_TIERS,
+    ROLLED_TIERS,
+    TIERS,
+    Plan,
+    Tier,
+    area_table,
+    rollup_table,
+)
 
 # Two-key advisory locks: this constant ("roll") and the kind's position. One worker per kind at
 # a time recomputes, so two never write the same hour from different views of its minutes.
@@ -104,24 +112,20 @@ async def series(
     kind: Kind,
     metrics: tuple[str, ...],
     fn: str,
-    tier: Tier,
+    plan: Plan,
     *,
     device_ids: Sequence[str],
     start: datetime,
-    tier_start: datetime,
-    tier_end: datetime,
     end: datetime,
-    part_width: str,
-    query_width: str,
-    timezone: str | None,
 ) -> list[asyncpg.Record]:
     """``fn(metrics[0])`` per query bucket over the devices: tier rows for clean buckets inside
-    [tier_start, tier_end), raw readings for everything else."""
-    args: list[object] = [list(device_ids), start, tier_start, tier_end, end]
-    args += [part_width, query_width]
-    if timezone is not None:
-        args.append(timezone)
-    return await conn.fetch(_series_sql(kind, metrics, fn, tier, timezone is not None), *args)
+    the plan's [tier_start, tier_end), raw readings for everything else."""
+    args: list[object] = [list(device_ids), start, plan.tier_start, plan.tier_end, end]
+    args += [plan.part_width, plan.query_width]
+    if plan.timezone is not None:
+        args.append(plan.timezone)
+    calendar = plan.timezone is not None
+    return await conn.fetch(_series_sql(kind, metrics, fn, plan.tier, calendar), *args)
 
 
 @cache
@@ -147,35 +151,29 @@ async def area_series(
     kind: Kind,
     metrics: tuple[str, ...],
     fn: str | None,
-    tier: Tier,
+    plan: Plan,
     *,
     area_tier: bool,
     areas: Sequence[str],
     start: datetime,
-    tier_start: datetime,
-    tier_end: datetime,
     end: datetime,
-    part_width: str,
-    query_width: str,
-    timezone: str | None,
-    outer: tuple[datetime, ...] = (),
 ) -> list[asyncpg.Record]:
     """``fn(metrics[0])`` per area and query bucket (rows: area, bucket_start, readings, value),
     or with ``fn`` None each area's totals over [start, end) (area, readings, <m>_n, <m>_sum,
     <m>_increase): area tier rows for clean area buckets when ``area_tier``, device tier rows
-    for the rest of [tier_start, tier_end) (and of the finer tiers over the ``outer`` bounds
-    around it), raw readings for everything else."""
+    for the rest of the plan's [tier_start, tier_end) (and of the finer tiers over its ``outer``
+    bounds around it), raw readings for everything else."""
     # Around an hour or day plan's middle the finer area tiers answer, over the ``outer``
     # bounds (see rollups/area_reads.py); raw is then less than a minute, labelled in minutes.
-    raw_width = TIERS[Tier.MINUTE].bucket.interval if outer else part_width
-    args: list[object] = [list(areas), start, tier_start, tier_end, end, raw_width]
+    raw_width = TIERS[Tier.MINUTE].bucket.interval if plan.outer else plan.part_width
+    args: list[object] = [list(areas), start, plan.tier_start, plan.tier_end, end, raw_width]
     if fn is not None:
-        args.append(query_width)
-        if timezone is not None:
-            args.append(timezone)
-    args += list(outer)
+        args.append(plan.query_width)
+        if plan.timezone is not None:
+            args.append(plan.timezone)
+    args += list(plan.outer)
     text = _area_series_sql(
-        kind, metrics, fn, tier, area_tier=area_tier, calendar=timezone is not None
+        kind, metrics, fn, plan.tier, area_tier=area_tier, calendar=plan.timezone is not None
     )
     return await conn.fetch(text, *args)
 

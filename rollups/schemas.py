@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
@@ -92,3 +93,19 @@ def area_columns(kind: Kind, metrics: tuple[Metric, ...] | None = None) -> tuple
         if is_cumulative(kind, metric):
             columns.append(f"{metric.name}_increase")
     return tuple(columns)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Which tier answers, over which aligned middle [tier_start, tier_end); raw fills the rest."""
+
+    tier: Tier
+    tier_start: datetime
+    tier_end: datetime
+    part_width: str
+    query_width: str
+    timezone: str | None
+    # Around an hour plan's middle its minute-aligned bounds, around a day plan's its hour-
+    # then minute-aligned ones: area reads take the partial days and hours at the edges from
+    # the finer area tiers (so less than a minute of raw each side).
+    outer: tuple[datetime, ...] = ()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -19,7 +18,7 @@ from core.db import until_available as db_until_available
 from devices.contract import Kind
 from rollups import repository
 from rollups.buckets import DAY, HOUR, MINUTE, Bucket
-from rollups.schemas import AREA_TIERS, ROLLED_TIERS, TIERS, Tier
+from rollups.schemas import AREA_TIERS, ROLLED_TIERS, TIERS, Plan, Tier
 
 log = structlog.get_logger(__name__)
 
@@ -27,22 +26,6 @@ T = TypeVar("T")
 
 
 # --- the query planner ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """Which tier answers, over which aligned middle [tier_start, tier_end); raw fills the rest."""
-
-    tier: Tier
-    tier_start: datetime
-    tier_end: datetime
-    part_width: str
-    query_width: str
-    timezone: str | None
-    # Around an hour plan's middle its minute-aligned bounds, around a day plan's its hour-
-    # then minute-aligned ones: area reads take the partial days and hours at the edges from
-    # the finer area tiers (so less than a minute of raw each side).
-    outer: tuple[datetime, ...] = ()
 
 
 def choose_tier(width: Bucket) -> Tier:
@@ -93,19 +76,7 @@ async def series(
 ) -> list[asyncpg.Record]:
     """Rows (bucket_start, readings, value), equal to the aggregate computed from raw."""
     return await repository.series(
-        conn,
-        kind,
-        metrics,
-        fn,
-        the_plan.tier,
-        device_ids=device_ids,
-        start=start,
-        tier_start=the_plan.tier_start,
-        tier_end=the_plan.tier_end,
-        end=end,
-        part_width=the_plan.part_width,
-        query_width=the_plan.query_width,
-        timezone=the_plan.timezone,
+        conn, kind, metrics, fn, the_plan, device_ids=device_ids, start=start, end=end
     )
 
 
@@ -129,21 +100,7 @@ async def area_series(
         raise ValueError("an area's rate is the sum of its devices' rates: use series()")
     area_tier = the_plan.tier in AREA_TIERS and not await repository.moves_pending(conn, kind)
     return await repository.area_series(
-        conn,
-        kind,
-        metrics,
-        fn,
-        the_plan.tier,
-        area_tier=area_tier,
-        areas=areas,
-        start=start,
-        tier_start=the_plan.tier_start,
-        tier_end=the_plan.tier_end,
-        end=end,
-        part_width=the_plan.part_width,
-        query_width=the_plan.query_width,
-        timezone=the_plan.timezone,
-        outer=the_plan.outer,
+        conn, kind, metrics, fn, the_plan, area_tier=area_tier, areas=areas, start=start, end=end
     )
 
 
