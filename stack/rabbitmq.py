@@ -69,7 +69,8 @@ def _pid_alive(pid: int) -> bool:
     # A zombie is gone for our purposes.
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except (FileNotFoundError, IndexError):
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        # Gone between the kill and the read: /proc says ESRCH once the entry is being reaped.
         return False
 
 

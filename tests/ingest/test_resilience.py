@@ -260,13 +260,13 @@ async def test_broker_kill_9_loses_only_readings_in_transit_at_the_kill(
     ingester.start()
     try:
         await wait_until_ingesting(services)
-        subscribed_at = time.time()
+        subscribed = snapshot(services.broker.db_path)
         await eventually(
-            lambda: asyncio.to_thread(saved_since, services.broker.db_path, subscribed_at),
+            lambda: asyncio.to_thread(saved_since, services.broker.db_path, subscribed),
             bool,
             timeout_s=3 * services.broker.autosave_interval_s,
         )
-        assert saved_since(services.broker.db_path, subscribed_at), "the broker never saved"
+        assert saved_since(services.broker.db_path, subscribed), "the broker never saved"
         parts = shares(messages, 5)
         handed = [[0] for _ in parts]
         publishers = [
@@ -321,12 +321,24 @@ async def missing(
     ]
 
 
-def saved_since(path: Path, moment: float) -> bool:
-    """Whether the broker wrote its persistence file after ``moment``."""
+Snapshot = tuple[int, int, int] | None
+
+
+def snapshot(path: Path) -> Snapshot:
+    """The broker's persistence file as it is now (None before its first save). The kernel's
+    file times, not this process's clock: the suite may run with its clock moved."""
     try:
-        return path.stat().st_mtime > moment
+        stat = path.stat()
     except FileNotFoundError:
-        return False
+        return None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def saved_since(path: Path, before: Snapshot) -> bool:
+    """Whether the broker has written its persistence file since ``before`` was taken (it
+    writes a new file and renames it over the old one)."""
+    now = snapshot(path)
+    return now is not None and now != before
 
 
 async def test_two_replicas_on_one_shared_subscription_store_each_reading_once(
