@@ -122,9 +122,9 @@ async def _air(conn: Connection, areas: list[_Area], at: datetime) -> dict[str, 
         for area in areas:
             row = totals.get(area.name)
             for pollutant in pollutants:
-                count = row[f"{pollutant.metric}_n"] if row is not None else 0
-                if row is None or not count:
+                if row is None or not row[f"{pollutant.metric}_n"]:
                     continue
+                count = row[f"{pollutant.metric}_n"]
                 average = row[f"{pollutant.metric}_sum"] / count
                 indexes[area.name][pollutant.metric] = PollutantIndex(
                     average=average,
@@ -266,9 +266,11 @@ def _traffic(area: _Area, roads: _Roads, at: datetime) -> TrafficSummary:
 # --- energy ------------------------------------------------------------------------------------
 
 
-async def _energy(conn: Connection, areas: list[_Area], at: datetime) -> dict[str, EnergySummary]:
+async def _energy(
+    conn: Connection, areas: list[_Area], meters: list[Device], at: datetime
+) -> dict[str, EnergySummary]:
+    """Every area's energy figures; ``meters``: all the areas' meters, each read once."""
     recent = (at - RECENT, at)
-    meters = max((area.devices[Kind.ENERGY] for area in areas), key=len)
     power = await _per_device(conn, Kind.ENERGY, meters, ["power_kw"], recent)
     today = (DAY.floor(at), at)
     consumed = await _area_totals(conn, Kind.ENERGY, ("energy_kwh",), areas, today)
@@ -307,10 +309,10 @@ async def _summaries(
     only = districts[0] if len(districts) == 1 else None
     devices = {kind: await registry.devices_of(conn, kind, only) for kind in Kind}
     areas = _areas(devices, districts, default_interval_s)
-    # Every other area's devices are a subset of the widest one's: read each device once.
-    roads = await _roads(conn, max((a.devices[Kind.TRAFFIC] for a in areas), key=len), at)
+    # Every area's devices are among those read here: each device's figures are read once.
+    roads = await _roads(conn, devices[Kind.TRAFFIC], at)
     air = await _air(conn, areas, at)
-    energy = await _energy(conn, areas, at)
+    energy = await _energy(conn, areas, devices[Kind.ENERGY], at)
     return [
         AreaSummary(
             district=area.district,

@@ -122,9 +122,9 @@ async def series(
     the plan's [tier_start, tier_end), raw readings for everything else."""
     args: list[object] = [list(device_ids), start, plan.tier_start, plan.tier_end, end]
     args += [plan.part_width, plan.query_width]
-    if plan.timezone is not None:
-        args.append(plan.timezone)
     calendar = plan.timezone is not None
+    if calendar:
+        args.append(plan.timezone)
     return await conn.fetch(_series_sql(kind, metrics, fn, plan.tier, calendar), *args)
 
 
